@@ -1,0 +1,111 @@
+"""Library entry points: ``i2i.load(checkpoint)`` returns a ready model for inference."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .errors import I2IError
+from .modes.base import Mode, create_mode
+from .runtime import autocast, default_precision, pick_device, to_model_range, to_uint8
+from .train.checkpoint import find_checkpoint, load_checkpoint_config, load_weights
+
+
+def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> tuple[Mode, nn.ModuleDict]:
+    """Rebuild a checkpoint's mode from its saved config; returns it and its inference networks (EMA if kept)."""
+    checkpoint = find_checkpoint(path)
+    cfg = load_checkpoint_config(checkpoint)
+    cfg.perceptual_weight = 0.0  # the frozen encoder is a training-only term
+    mode = create_mode(cfg)
+    weights = load_weights(checkpoint)
+    mode.nets.load_state_dict(weights["nets"])
+    nets = dict(mode.nets.items())
+    if use_ema and "ema" in weights:
+        for name, tensors in _by_net(weights["ema"]).items():
+            nets[name].load_state_dict(tensors)
+    inference = nn.ModuleDict(nets).to(device).eval().requires_grad_(False)
+    return mode, inference
+
+
+def _by_net(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        name, _, rest = key.partition(".")
+        groups.setdefault(name, {})[rest] = value
+    return groups
+
+
+def network_stride(net: nn.Module) -> int:
+    """Input sizes must be multiples of this for the generator to return the same size."""
+    return int(getattr(net, "stride", 1))
+
+
+class Translator:
+    """A trained generator for one direction: tensors, PIL images or whole folders in, translations out."""
+
+    def __init__(self, mode: Mode, nets: nn.ModuleDict, direction: Optional[str], device: torch.device,
+                 precision: str):
+        if not mode.directions:
+            raise I2IError(f"a '{mode.name}' checkpoint generates from noise; use i2i.load(...).sample(n) instead")
+        direction = direction or mode.directions[0]
+        if direction not in mode.directions:
+            raise I2IError(f"mode '{mode.name}' translates {', '.join(mode.directions)}; got direction {direction!r}")
+        self.mode, self.direction, self.device, self.precision = mode, direction, device, precision
+        self.nets = nets
+        self.net = mode.translator(direction, nets)
+        self.stride = network_stride(self.net)
+
+    @property
+    def cfg(self):
+        return self.mode.cfg
+
+    @torch.inference_mode()
+    def translate(self, x: Union[torch.Tensor, Image.Image]) -> Any:
+        """A float batch (Bx3xHxW or 3xHxW, in [-1, 1]) or a PIL image, translated at its native size."""
+        if isinstance(x, Image.Image):
+            return self.translate_image(x)
+        single = x.dim() == 3
+        x = x.unsqueeze(0) if single else x
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise I2IError(f"expected images of shape Bx3xHxW in [-1, 1], got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
+        x = x.to(self.device, torch.float32)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        with autocast(self.device, self.precision):
+            y = self.net(x)
+        y = y[..., :height, :width].float().clamp(-1, 1)
+        return y[0] if single else y
+
+    def translate_image(self, image: Image.Image) -> Image.Image:
+        """Translate a PIL image (any mode) at its native size; returns an RGB PIL image."""
+        from .data.images import to_rgb8
+        x = to_model_range(torch.from_numpy(np.ascontiguousarray(to_rgb8(image).transpose(2, 0, 1))))
+        y = to_uint8(self.translate(x)).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(y)
+
+    def translate_folder(self, src: str | Path, dst: str | Path, **options: Any):
+        """Translate every image under ``src`` into ``dst`` (see ``i2i convert --help`` for the options)."""
+        from .convert.folder import translate_folder
+        return translate_folder(self, src, dst, **options)
+
+
+def load(path: str | Path, device: str = "auto", precision: Optional[str] = None, direction: Optional[str] = None,
+         use_ema: bool = True) -> Any:
+    """Load a run folder or checkpoint folder for inference.
+
+    Translation modes return a :class:`Translator`; noise-to-image modes (gan, cgan) return a sampler.
+    """
+    torch_device = pick_device(device)
+    mode, nets = load_mode(path, torch_device, use_ema)
+    precision = default_precision(torch_device, precision)
+    if not mode.directions:
+        from .sampling import Sampler
+        return Sampler(mode, nets, torch_device, precision)
+    return Translator(mode, nets, direction, torch_device, precision)

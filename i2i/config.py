@@ -1,0 +1,172 @@
+"""The run configuration: one typed dataclass, filled from mode defaults, a YAML/JSON file and CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import I2IError
+
+
+def opt(default: Any, help: str, choices: tuple | None = None) -> Any:
+    """A config field with its help text (shown by ``i2i train --help``) and its allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved with every checkpoint so a model can be rebuilt from it alone.
+
+    Fields left at None take the mode's default (e.g. pix2pix picks U-Net, batch norm and bce).
+    """
+
+    # run
+    mode: str = opt("cyclegan", "training recipe", ("cyclegan", "pix2pix", "unit", "encoder", "gan", "cgan"))
+    data: str = opt("", "dataset folder (layout depends on the mode, see README)")
+    out: str = opt("runs/i2i", "run folder: checkpoints, samples, logs")
+    steps: Optional[int] = opt(None, "training steps (default: --epochs worth of steps)")
+    epochs: Optional[int] = opt(None, "training epochs when --steps is not given (default 200)")
+    batch_size: int = opt(1, "images per step (global batch divided across DDP ranks)")
+    size: int = opt(256, "training crop size in pixels")
+    load_size: Optional[int] = opt(None, "resize before the random crop (default: size * 286 / 256)")
+    flip: bool = opt(True, "random horizontal flips")
+    gpu_augment: bool = opt(False, "random crop and flip on the GPU with kornia instead of in the workers")
+    seed: int = opt(0, "random seed (weights, data order, augmentation)")
+    deterministic: bool = opt(False, "deterministic algorithms (bit-identical runs on CPU; slower on CUDA)")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    precision: Optional[str] = opt(None, "fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)",
+                                   ("fp32", "bf16", "fp16"))
+    channels_last: Optional[bool] = opt(None, "channels-last memory format (default: on for CUDA)")
+    compile: bool = opt(False, "torch.compile the networks")
+    workers: int = opt(2, "DataLoader worker processes")
+    # networks
+    generator: Optional[str] = opt(None, "generator backbone: resnet or unet", ("resnet", "unet"))
+    ngf: int = opt(64, "generator base width")
+    n_blocks: int = opt(9, "residual blocks in the ResNet generator / UNIT encoder+decoder")
+    n_down: int = opt(2, "stride-2 downsampling steps in ResNet/UNIT generators")
+    unet_depth: Optional[int] = opt(None, "U-Net levels (default: log2(size))")
+    norm: Optional[str] = opt(None, "generator norm: instance, batch, layer, none")
+    dropout: Optional[float] = opt(None, "generator dropout (pix2pix U-Net: 0.5)")
+    padding: str = opt("reflect", "generator padding: reflect, replicate, zeros", ("reflect", "replicate", "zeros"))
+    ndf: int = opt(64, "discriminator base width")
+    d_layers: int = opt(3, "PatchGAN stride-2 layers (3 = 70x70 patches)")
+    d_scales: Optional[int] = opt(None, "discriminator scales (1 = single PatchGAN)")
+    d_norm: Optional[str] = opt(None, "discriminator norm")
+    spectral_norm: bool = opt(False, "spectral normalisation on the discriminator")
+    init: str = opt("normal", "weight init: normal, xavier, kaiming, orthogonal",
+                    ("normal", "xavier", "kaiming", "orthogonal"))
+    init_gain: float = opt(0.02, "init scale")
+    latent_dim: int = opt(128, "noise dimension (gan, cgan)")
+    # losses
+    gan_loss: Optional[str] = opt(None, "adversarial objective: bce, lsgan, hinge, wgan", ("bce", "lsgan", "hinge", "wgan"))
+    label_smoothing: float = opt(0.0, "one-sided label smoothing of D's real target")
+    instance_noise: float = opt(0.0, "std of Gaussian noise added to D inputs (decays linearly to 0)")
+    gp_weight: float = opt(0.0, "WGAN-GP gradient penalty weight (10 is usual with wgan)")
+    r1_gamma: float = opt(0.0, "R1 penalty gamma")
+    lambda_cycle: float = opt(10.0, "cycle-consistency weight (cyclegan, unit)")
+    lambda_identity: float = opt(0.5, "identity weight as a fraction of lambda_cycle (cyclegan)")
+    lambda_l1: float = opt(100.0, "L1 weight to the target (pix2pix)")
+    lambda_recon: float = opt(10.0, "within-domain reconstruction weight (unit)")
+    lambda_kl: float = opt(0.01, "KL weight (unit)")
+    lambda_cycle_kl: float = opt(0.01, "cycle KL weight (unit)")
+    pool_size: int = opt(50, "image history pool size for D (cyclegan; 0 disables)")
+    perceptual_weight: Optional[float] = opt(None, "weight of the frozen-encoder feature loss (0 = off)")
+    encoder: str = opt("vgg16", "frozen encoder for the perceptual constraint (torchvision name or efficientnet_lite0)")
+    encoder_layers: Optional[str] = opt(None, "comma-separated encoder layers (default per encoder)")
+    encoder_weights: Optional[str] = opt(None, "local weights file (.pth or .safetensors) for the encoder")
+    # optimisation
+    lr: float = opt(2e-4, "Adam learning rate (G and D)")
+    beta1: float = opt(0.5, "Adam beta1")
+    beta2: float = opt(0.999, "Adam beta2")
+    lr_decay: float = opt(0.5, "fraction of the run (at the end) over which the LR decays linearly to 0")
+    ema_decay: Optional[float] = opt(None, "generator EMA decay (0 = off; gan/cgan default 0.999)")
+    # bookkeeping
+    log_every: int = opt(10, "steps between logged losses")
+    sample_every: int = opt(500, "steps between sample grids")
+    checkpoint_every: int = opt(1000, "steps between checkpoints")
+    keep_checkpoints: int = opt(3, "how many recent checkpoints to keep")
+    max_nonfinite: int = opt(20, "stop after this many consecutive non-finite steps")
+    skip_bad_images: bool = opt(True, "report and skip unreadable images when indexing (else fail fast)")
+    max_pixels: int = opt(200_000_000, "refuse images with more pixels (decompression-bomb guard)")
+    tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def field_type(name: str) -> type:
+    """The base Python type of a config field (Optional stripped)."""
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = field_type(name)
+    if kind is bool and not isinstance(value, bool):
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise I2IError(f"config field '{name}' must be true or false, got {value!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise I2IError(f"config field '{name}' must be {kind.__name__}, got {value!r}")
+    choices = FIELDS[name].metadata.get("choices")
+    if choices and value not in choices:
+        raise I2IError(f"config field '{name}' must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    """Build a config from a dict, naming any unknown key or badly typed value."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise I2IError(f"unknown config field(s): {', '.join(unknown)}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise I2IError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise I2IError(f"config file {path} must hold a mapping of field: value")
+    return data
+
+
+def resolve(cfg: TrainConfig, defaults: dict[str, Any]) -> TrainConfig:
+    """Fill the fields left at None with the mode's defaults."""
+    filled = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, **filled)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    import yaml
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_config(path: Path) -> TrainConfig:
+    return make_config(read_config_file(path))

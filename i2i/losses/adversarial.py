@@ -1,0 +1,81 @@
+"""Adversarial objectives and discriminator regularisers."""
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+Logits = Union[torch.Tensor, Sequence[torch.Tensor]]
+GAN_LOSSES = ("bce", "lsgan", "hinge", "wgan")
+
+
+def _scales(logits: Logits) -> list[torch.Tensor]:
+    """Multi-scale discriminators return a list of logit maps; a single map is a list of one."""
+    return [logits] if isinstance(logits, torch.Tensor) else list(logits)
+
+
+class AdversarialLoss:
+    """One GAN objective: ``bce`` (non-saturating), ``lsgan``, ``hinge`` or ``wgan``; averaged over D scales.
+
+    ``label_smoothing`` lowers the real target of bce/lsgan from 1 to 1 - s (one-sided, Salimans et al. 2016).
+    """
+
+    def __init__(self, kind: str = "lsgan", label_smoothing: float = 0.0):
+        if kind not in GAN_LOSSES:
+            raise ValueError(f"unknown gan_loss '{kind}'; choose one of: {', '.join(GAN_LOSSES)}")
+        self.kind = kind
+        self.real_target = 1.0 - label_smoothing
+
+    def _term(self, logits: torch.Tensor, real: bool, for_generator: bool) -> torch.Tensor:
+        x = logits.float()
+        target = self.real_target if real and not for_generator else 1.0 if real else 0.0
+        if self.kind == "bce":
+            return F.binary_cross_entropy_with_logits(x, torch.full_like(x, target))
+        if self.kind == "lsgan":
+            return F.mse_loss(x, torch.full_like(x, target))
+        if for_generator:
+            return -x.mean()
+        if self.kind == "hinge":
+            return F.relu(1.0 - x).mean() if real else F.relu(1.0 + x).mean()
+        return -x.mean() if real else x.mean()  # wgan critic
+
+    def _mean(self, logits: Logits, real: bool, for_generator: bool) -> torch.Tensor:
+        terms = [self._term(x, real, for_generator) for x in _scales(logits)]
+        return torch.stack(terms).mean()
+
+    def discriminator(self, real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
+        """D loss: half the sum of the real and fake terms (pix2pix/CycleGAN convention)."""
+        return 0.5 * (self._mean(real_logits, True, False) + self._mean(fake_logits, False, False))
+
+    def generator(self, fake_logits: Logits) -> torch.Tensor:
+        """G loss: make D call the fakes real (non-saturating for bce)."""
+        return self._mean(fake_logits, True, True)
+
+
+def _logit_sum(logits: Logits) -> torch.Tensor:
+    return sum(x.float().sum() for x in _scales(logits))
+
+
+def _input_gradients(discriminator: Callable[[torch.Tensor], Logits], x: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed D logits with respect to its input, computed in fp32 outside autocast."""
+    x = x.detach().float().requires_grad_(True)
+    with torch.autocast(x.device.type, enabled=False):
+        out = _logit_sum(discriminator(x))
+    (grad,) = torch.autograd.grad(out, x, create_graph=True)
+    return grad
+
+
+def gradient_penalty(discriminator: Callable[[torch.Tensor], Logits], real: torch.Tensor,
+                     fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): E[(||grad D(x_hat)|| - 1)^2] on random real/fake interpolates."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    mixed = alpha * real.detach().float() + (1 - alpha) * fake.detach().float()
+    grad = _input_gradients(discriminator, mixed)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def r1_penalty(discriminator: Callable[[torch.Tensor], Logits], real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad D(x_real)||^2]; multiply by gamma / 2."""
+    grad = _input_gradients(discriminator, real)
+    return grad.pow(2).flatten(1).sum(dim=1).mean()

@@ -1,0 +1,127 @@
+"""What every mode shares: a registry, the network dict, adversarial terms with regularisers, and the perceptual term."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig, resolve
+from ..errors import I2IError
+from ..losses.adversarial import AdversarialLoss, gradient_penalty, r1_penalty
+from ..nets.layers import init_weights
+
+MODES: dict[str, type["Mode"]] = {}
+
+
+def register_mode(cls: type["Mode"]) -> type["Mode"]:
+    """Class decorator: make a mode available to ``create_mode`` and the CLI under ``cls.name``."""
+    MODES[cls.name] = cls
+    return cls
+
+
+def mode_class(name: str) -> type["Mode"]:
+    from . import load_all_modes
+    load_all_modes()
+    if name not in MODES:
+        raise I2IError(f"unknown mode '{name}'; choose one of: {', '.join(sorted(MODES))}")
+    return MODES[name]
+
+
+def create_mode(cfg: TrainConfig) -> "Mode":
+    """Resolve the mode's defaults into ``cfg`` and build the mode with freshly initialised networks."""
+    cls = mode_class(cfg.mode)
+    return cls(resolve(cfg, cls.defaults))
+
+
+@dataclass
+class StepOutput:
+    """A phase's result: the loss to backpropagate, detached tensors to log, and outputs for later phases."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Mode:
+    """A training recipe over shared parts. Subclasses set the class attributes and implement ``build``,
+    ``generator_step``, ``discriminator_step``, ``visuals`` and (translation modes) ``translator``."""
+
+    name: ClassVar[str]
+    data_kind: ClassVar[str]                       # unpaired, paired, single or classes
+    defaults: ClassVar[dict[str, Any]] = {}        # values for config fields left at None
+    generators: ClassVar[tuple[str, ...]]          # networks stepped by the G optimiser (and kept as EMA)
+    discriminators: ClassVar[tuple[str, ...]]      # networks stepped by the D optimiser
+    directions: ClassVar[tuple[str, ...]] = ()     # translation directions offered by ``translator``
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.nets = nn.ModuleDict(self.build(cfg))
+        for net in self.nets.values():
+            init_weights(net, cfg.init, cfg.init_gain)
+        self.adversarial = AdversarialLoss(cfg.gan_loss or "lsgan", cfg.label_smoothing)
+        self.perceptual: Optional[nn.Module] = None
+        if cfg.perceptual_weight:
+            from ..losses.perceptual import build_perceptual_loss
+            self.perceptual = build_perceptual_loss(cfg)
+        self.progress = 0.0  # fraction of the run done; set by the trainer for schedules such as instance noise
+
+    # --- to implement -------------------------------------------------------------------------------------
+    def build(self, cfg: TrainConfig) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def generator_step(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        raise NotImplementedError
+
+    def discriminator_step(self, batch: dict[str, torch.Tensor], fakes: dict[str, torch.Tensor]) -> StepOutput:
+        raise NotImplementedError
+
+    def visuals(self, batch: dict[str, torch.Tensor], nets: nn.ModuleDict) -> list[torch.Tensor]:
+        """Rows of the sample grid, each a Bx3xHxW batch in [-1, 1], computed with ``nets`` (raw or EMA)."""
+        raise NotImplementedError
+
+    def translator(self, direction: str, nets: nn.ModuleDict) -> nn.Module:
+        raise I2IError(f"mode '{self.name}' does not translate images")
+
+    # --- shared terms -------------------------------------------------------------------------------------
+    def frozen_modules(self) -> list[nn.Module]:
+        """Modules that travel with the mode to the device but are neither trained nor saved."""
+        return [self.perceptual] if self.perceptual is not None else []
+
+    def extra_state(self) -> dict[str, Any]:
+        """Training state beyond weights (e.g. image pools) needed for an exact resume."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
+        std = self.cfg.instance_noise * (1.0 - self.progress)
+        return x + std * torch.randn_like(x) if std > 0 else x
+
+    def adversarial_g(self, d_name: str, fake: torch.Tensor, **condition: torch.Tensor) -> torch.Tensor:
+        """Generator's adversarial term against discriminator ``d_name`` (``condition``: e.g. class labels)."""
+        return self.adversarial.generator(self.nets[d_name](self._noisy(fake), **condition))
+
+    def adversarial_d(self, d_name: str, real: torch.Tensor, fake: torch.Tensor,
+                      **condition: torch.Tensor) -> torch.Tensor:
+        """Discriminator loss on a real and a (detached) fake batch, plus the configured GP / R1 penalties."""
+        net = self.nets[d_name]
+
+        def d(x: torch.Tensor):
+            return net(x, **condition)
+
+        fake = fake.detach()
+        loss = self.adversarial.discriminator(d(self._noisy(real)), d(self._noisy(fake)))
+        if self.cfg.gp_weight:
+            loss = loss + self.cfg.gp_weight * gradient_penalty(d, real, fake)
+        if self.cfg.r1_gamma:
+            loss = loss + 0.5 * self.cfg.r1_gamma * r1_penalty(d, real)
+        return loss
+
+    def perceptual_term(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Weighted frozen-encoder feature distance, or 0 when the constraint is off."""
+        if self.perceptual is None:
+            return output.new_zeros(())
+        return self.cfg.perceptual_weight * self.perceptual(output, reference)

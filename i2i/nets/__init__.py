@@ -1,0 +1,1 @@
+"""Backbones shared by every mode; they know nothing about modes or losses."""

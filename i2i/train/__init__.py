@@ -1,0 +1,1 @@
+"""The single training loop shared by every mode, with checkpoints, logging and DDP."""

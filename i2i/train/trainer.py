@@ -1,0 +1,326 @@
+"""The one training loop: every mode runs through it (phases G then D, autocast, grad scaling, EMA, checkpoints)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import TrainConfig, save_config
+from ..data import ResumableSampler, make_dataset
+from ..errors import I2IError
+from ..modes.base import Mode, StepOutput, create_mode
+from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
+                       to_model_range)
+from . import distributed as dist
+from .checkpoint import find_checkpoint, load_state, load_weights, save_checkpoint
+from .logging import RunLogger
+
+PHASES = ("G", "D")
+
+
+def linear_decay(total_steps: int, decay_fraction: float) -> Callable[[int], float]:
+    """CycleGAN's schedule: constant LR, then linear decay to 0 over the last ``decay_fraction`` of the run."""
+    decay_steps = max(1, int(round(total_steps * decay_fraction)))
+    start = total_steps - decay_steps
+
+    def factor(step: int) -> float:
+        return 1.0 if step < start else max(0.0, 1.0 - (step - start + 1) / (decay_steps + 1))
+
+    return factor
+
+
+class Trainer:
+    """Owns everything around a mode: device, precision, optimisers, schedule, EMA, data, logs and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, resume: Optional[str | Path] = None):
+        self.rank, self.world_size, local_rank = dist.init()
+        checkpoint = find_checkpoint(resume) if resume else None
+        if not cfg.data:
+            raise I2IError("no dataset given: pass --data DIR")
+        if cfg.batch_size % self.world_size:
+            raise I2IError(f"batch size {cfg.batch_size} is not divisible by the {self.world_size} DDP processes")
+        self.device = pick_device(cfg.device, local_rank)
+        seed_everything(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.mode: Mode = create_mode(cfg)
+        cfg = self.cfg = self.mode.cfg
+        self.precision = default_precision(self.device, cfg.precision)
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        self.run_dir = Path(cfg.out).expanduser().resolve()
+
+        self.nets = self.mode.nets.to(self.device)
+        for module in self.mode.frozen_modules():
+            module.to(self.device).eval().requires_grad_(False)
+        if self.channels_last:
+            self.nets.to(memory_format=torch.channels_last)
+        self.ema = self._make_ema()
+        self.phase_params = {"G": [p for n in self.mode.generators for p in self.nets[n].parameters()],
+                             "D": [p for n in self.mode.discriminators for p in self.nets[n].parameters()]}
+        self.phase_nets = {phase: self._wrap_for_phase(phase) for phase in PHASES}
+        fused = self.device.type == "cuda"
+        self.optimizers = {phase: torch.optim.Adam(self.phase_params[phase], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                                   fused=fused) for phase in PHASES}
+        self.scalers = {phase: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+                        for phase in PHASES}
+
+        self.dataset = make_dataset(self.mode.data_kind, cfg.data, "train", cfg.size, cfg.load_size or cfg.size * 286 // 256,
+                                    train=True, flip=cfg.flip and not cfg.gpu_augment, crop=not cfg.gpu_augment,
+                                    skip_bad=cfg.skip_bad_images, max_pixels=cfg.max_pixels)
+        self.local_batch = cfg.batch_size // self.world_size
+        self.sampler = ResumableSampler(self.dataset, cfg.seed, self.rank, self.world_size)
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        if self.steps_per_epoch == 0:
+            raise I2IError(f"{len(self.dataset)} training image(s) in {cfg.data} is fewer than one batch of "
+                           f"{cfg.batch_size}")
+        self.loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
+                                 num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=cfg.workers > 0, generator=torch.Generator(),
+                                 prefetch_factor=4 if cfg.workers > 0 else None)
+        self.total_steps = cfg.steps or (cfg.epochs or 200) * self.steps_per_epoch
+        self.schedulers = {phase: torch.optim.lr_scheduler.LambdaLR(
+            self.optimizers[phase], linear_decay(self.total_steps, cfg.lr_decay)) for phase in PHASES}
+        self.gpu_augment = self._make_gpu_augment() if cfg.gpu_augment else None
+        self.step = 0
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.stop_requested = False
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.logger = RunLogger(self.run_dir, cfg.tensorboard) if self.rank == 0 else None
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self.sample_batch = self._fixed_sample_batch() if self.rank == 0 else None
+
+    # --- set-up helpers -----------------------------------------------------------------------------------
+    def _make_ema(self) -> Optional[nn.ModuleDict]:
+        if not self.cfg.ema_decay:
+            return None
+        ema = nn.ModuleDict({n: copy.deepcopy(self.nets[n]) for n in self.mode.generators})
+        return ema.eval().requires_grad_(False)
+
+    def _wrap_for_phase(self, phase: str) -> nn.ModuleDict:
+        """The networks a phase calls: its trained nets wrapped in DDP (and compiled), the others used raw."""
+        trained = self.mode.generators if phase == "G" else self.mode.discriminators
+        wrapped = {}
+        for name, net in self.nets.items():
+            module = net
+            if name in trained and self.world_size > 1:
+                module = dist.wrap_ddp(net, self.device)
+            if self.cfg.compile:
+                module = torch.compile(module)
+            wrapped[name] = module
+        return nn.ModuleDict(wrapped)
+
+    def _make_gpu_augment(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        import kornia.augmentation as K
+        augment = K.AugmentationSequential(K.RandomCrop((self.cfg.size, self.cfg.size)),
+                                           K.RandomHorizontalFlip(p=0.5 if self.cfg.flip else 0.0))
+        return augment.to(self.device)
+
+    def _fixed_sample_batch(self) -> dict[str, torch.Tensor]:
+        """Up to 4 fixed images (test split when present) shown in every sample grid."""
+        cfg = self.cfg
+        try:
+            dataset = make_dataset(self.mode.data_kind, cfg.data, "test", cfg.size, cfg.size, train=False,
+                                   skip_bad=True, max_pixels=cfg.max_pixels)
+        except I2IError:
+            dataset = make_dataset(self.mode.data_kind, cfg.data, "train", cfg.size, cfg.size, train=False,
+                                   skip_bad=True, max_pixels=cfg.max_pixels)
+        items = [dataset[(i, i)] for i in range(min(4, len(dataset)))]
+        batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+        return self._to_device(batch)
+
+    # --- the step -----------------------------------------------------------------------------------------
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in batch.items():
+            value = value.to(self.device, non_blocking=True)
+            if value.dtype == torch.uint8:
+                value = to_model_range(value)
+                if self.channels_last:
+                    value = value.contiguous(memory_format=torch.channels_last)
+            out[key] = value
+        return out
+
+    def _augment_on_gpu(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images = [k for k in ("A", "B") if k in batch]
+        if self.mode.data_kind == "paired":  # one crop/flip for both halves of a pair
+            joint = self.gpu_augment(torch.cat([batch[k] for k in images], 1))
+            return {**batch, **dict(zip(images, joint.split(3, dim=1)))}
+        return {**batch, **{k: self.gpu_augment(batch[k]) for k in images}}
+
+    def _run_phase(self, phase: str, compute: Callable[[], StepOutput]) -> tuple[StepOutput, bool]:
+        """Forward under autocast, backward with scaling, optimiser step; skips the update if the loss is not finite."""
+        for p_phase, params in self.phase_params.items():
+            for p in params:
+                p.requires_grad_(p_phase == phase)
+        self.mode.nets = self.phase_nets[phase]
+        with autocast(self.device, self.precision):
+            out = compute()
+        finite = dist.all_true(torch.isfinite(out.loss.detach()))
+        optimizer, scaler = self.optimizers[phase], self.scalers[phase]
+        if finite or scaler.is_enabled():
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)  # the fp16 scaler itself skips steps whose gradients overflowed
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return out, finite
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One G step then one D step; returns detached losses to log."""
+        batch = self._to_device(batch)
+        if self.gpu_augment is not None:
+            batch = self._augment_on_gpu(batch)
+        self.mode.progress = self.step / self.total_steps
+        g, g_finite = self._run_phase("G", lambda: self.mode.generator_step(batch))
+        d, d_finite = self._run_phase("D", lambda: self.mode.discriminator_step(batch, g.outputs))
+        self.mode.nets = self.nets
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+        if self.ema is not None:
+            self._update_ema()
+        if g_finite and d_finite:
+            self.nonfinite_in_a_row = 0
+        else:
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+        self.step += 1
+        return {"G": g.loss.detach(), "D": d.loss.detach(), **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.cfg.ema_decay
+        for name, ema_net in self.ema.items():
+            net = self.nets[name]
+            torch._foreach_lerp_(list(ema_net.parameters()), list(net.parameters()), 1.0 - decay)
+            for b_ema, b in zip(ema_net.buffers(), net.buffers()):
+                b_ema.copy_(b)
+
+    # --- loop ---------------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Train until ``total_steps``; SIGINT/SIGTERM save a checkpoint and stop cleanly. Returns the run folder."""
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if _main_thread() else {}
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
+                   desc=f"{self.cfg.mode}")
+        try:
+            while self.step < self.total_steps and not self.stop_requested:
+                epoch, position = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch, skip=position * self.local_batch)
+                for batch in self.loader:
+                    logs = self.train_step(batch)
+                    bar.update(1)
+                    self._after_step(logs, bar)
+                    if self.step >= self.total_steps or self.stop_requested:
+                        break
+            self.save()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self.logger is not None:
+                self.logger.close()
+        return self.run_dir
+
+    def _after_step(self, logs: dict[str, torch.Tensor], bar: tqdm) -> None:
+        cfg = self.cfg
+        if self.nonfinite_in_a_row >= cfg.max_nonfinite:
+            raise I2IError(f"{self.nonfinite_in_a_row} non-finite steps in a row at step {self.step}; stopping. "
+                           f"The last good checkpoint is in {self.run_dir}. Try a lower --lr or --precision fp32.")
+        if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+            values = {k: float(v) for k, v in logs.items()}
+            values["lr"] = self.schedulers["G"].get_last_lr()[0]
+            values["nonfinite_steps"] = self.nonfinite_total
+            if self.logger is not None:
+                self.logger.scalars(self.step, values)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("G", "D")})
+        if self.rank == 0 and (self.step % cfg.sample_every == 0 or self.step == self.total_steps):
+            self.write_samples()
+        if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+            self.save()
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    # --- outputs ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """Sample grid of the fixed batch (one row per image: input | output | reconstruction/target)."""
+        nets = self.nets if self.ema is None else nn.ModuleDict({**self.nets, **self.ema})
+        nets.eval()
+        try:
+            with autocast(self.device, self.precision):
+                rows = self.mode.visuals(self.sample_batch, nets)
+        finally:
+            self.nets.train()
+        return self.logger.samples(self.step, rows)
+
+    def save(self) -> Optional[Path]:
+        """Checkpoint now (rank 0 writes; other ranks wait)."""
+        path = None
+        if self.rank == 0:
+            weights = {"nets": self.nets.state_dict()}
+            if self.ema is not None:
+                weights["ema"] = self.ema.state_dict()
+            state = {
+                "step": self.step,
+                "world_size": self.world_size,
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+                "rng": rng_state(),
+                "extra": self.mode.extra_state(),
+                "nonfinite_total": self.nonfinite_total,
+            }
+            path = save_checkpoint(self.run_dir, self.step, self.cfg, weights, state, self.cfg.keep_checkpoints)
+        dist.barrier()
+        return path
+
+    def _restore(self, checkpoint: Path) -> None:
+        weights = load_weights(checkpoint)
+        self.nets.load_state_dict(weights["nets"])
+        if self.ema is not None and "ema" in weights:
+            self.ema.load_state_dict(weights["ema"])
+        state = load_state(checkpoint)
+        for group, objects in (("optimizers", self.optimizers), ("schedulers", self.schedulers),
+                               ("scalers", self.scalers)):
+            for key, obj in objects.items():
+                obj.load_state_dict(state[group][key])
+        self.step = int(state["step"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.mode.load_extra_state(state.get("extra", {}))
+        if state.get("world_size", 1) == self.world_size:
+            set_rng_state(state["rng"])
+        else:  # a different world size cannot replay the same streams; reseed per rank from the step
+            seed_everything(self.cfg.seed + self.step * 1000 + self.rank)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: TrainConfig, resume: Optional[str | Path] = None) -> Path:
+    """Train a model as configured (or continue the run in ``resume``); returns the run folder."""
+    return Trainer(cfg, resume).fit()
+
+
+def config_from_run(run: str | Path) -> TrainConfig:
+    """The config saved with a run's latest checkpoint (used by ``--resume``)."""
+    from .checkpoint import load_checkpoint_config
+    return load_checkpoint_config(find_checkpoint(run))
