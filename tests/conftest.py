@@ -37,10 +37,4 @@ def tiny() -> dict:
                 sample_every=1000, checkpoint_every=1000, device="cpu", seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _fixed_threads():
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    yield
-
-
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
