@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
-import math
 import signal
-import time
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -62,6 +59,7 @@ class Trainer:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         self.run_dir = Path(cfg.out).expanduser().resolve()
 
+        seed_everything(cfg.seed + self.rank)  # weights are built; training randomness differs per rank
         self.nets = self.mode.nets.to(self.device)
         for module in self.mode.frozen_modules():
             module.to(self.device).eval().requires_grad_(False)
@@ -190,6 +188,7 @@ class Trainer:
         g, g_finite = self._run_phase("G", lambda: self.mode.generator_step(batch))
         d, d_finite = self._run_phase("D", lambda: self.mode.discriminator_step(batch, g.outputs))
         self.mode.nets = self.nets
+        lr = torch.tensor(self.optimizers["G"].param_groups[0]["lr"])  # the LR this step used
         for scheduler in self.schedulers.values():
             scheduler.step()
         if self.ema is not None:
@@ -200,7 +199,8 @@ class Trainer:
             self.nonfinite_in_a_row += 1
             self.nonfinite_total += 1
         self.step += 1
-        return {"G": g.loss.detach(), "D": d.loss.detach(), **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
+        return {"G": g.loss.detach(), "D": d.loss.detach(), "lr": lr,
+                **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -244,7 +244,6 @@ class Trainer:
                            f"The last good checkpoint is in {self.run_dir}. Try a lower --lr or --precision fp32.")
         if self.step % cfg.log_every == 0 or self.step == self.total_steps:
             values = {k: float(v) for k, v in logs.items()}
-            values["lr"] = self.schedulers["G"].get_last_lr()[0]
             values["nonfinite_steps"] = self.nonfinite_total
             if self.logger is not None:
                 self.logger.scalars(self.step, values)
@@ -311,7 +310,6 @@ class Trainer:
 
 
 def _main_thread() -> bool:
-    import threading
     return threading.current_thread() is threading.main_thread()
 
 
