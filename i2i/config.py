@@ -60,6 +60,9 @@ class TrainConfig:
                     ("normal", "xavier", "kaiming", "orthogonal"))
     init_gain: float = opt(0.02, "init scale")
     latent_dim: int = opt(128, "noise dimension (gan, cgan)")
+    minibatch_std: bool = opt(False, "minibatch standard-deviation feature in the discriminator (gan, cgan)")
+    num_classes: Optional[int] = opt(None, "number of classes (cgan; default: the class sub-folders of --data)")
+    class_names: Optional[str] = opt(None, "comma-separated class names (cgan; filled from --data)")
     # losses
     gan_loss: Optional[str] = opt(None, "adversarial objective: bce, lsgan, hinge, wgan", ("bce", "lsgan", "hinge", "wgan"))
     label_smoothing: float = opt(0.0, "one-sided label smoothing of D's real target")
