@@ -47,6 +47,7 @@ class TrainConfig:
     ngf: int = opt(64, "generator base width")
     n_blocks: int = opt(9, "residual blocks in the ResNet generator / UNIT encoder+decoder")
     n_down: int = opt(2, "stride-2 downsampling steps in ResNet/UNIT generators")
+    unit_shared_blocks: int = opt(1, "residual blocks shared by UNIT's two encoders (last) and two decoders (first)")
     unet_depth: Optional[int] = opt(None, "U-Net levels (default: log2(size))")
     norm: Optional[str] = opt(None, "generator norm: instance, batch, layer, none")
     dropout: Optional[float] = opt(None, "generator dropout (pix2pix U-Net: 0.5)")

@@ -66,8 +66,9 @@ class Trainer:
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
         self.ema = self._make_ema()
-        self.phase_params = {"G": [p for n in self.mode.generators for p in self.nets[n].parameters()],
-                             "D": [p for n in self.mode.discriminators for p in self.nets[n].parameters()]}
+        self.phase_params = {  # deduplicated by identity: nets may share modules (UNIT's shared blocks)
+            "G": list({id(p): p for n in self.mode.generators for p in self.nets[n].parameters()}.values()),
+            "D": list({id(p): p for n in self.mode.discriminators for p in self.nets[n].parameters()}.values())}
         self.phase_nets = {phase: self._wrap_for_phase(phase) for phase in PHASES}
         fused = self.device.type == "cuda"
         self.optimizers = {phase: torch.optim.Adam(self.phase_params[phase], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
