@@ -114,3 +114,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_gpu_augment_crops_pairs_identically(tmp_path, example_data, tiny):
+    from i2i.train.trainer import Trainer
+    trainer = Trainer(i2i.TrainConfig(mode="pix2pix", data=str(example_data / "paired"), out=str(tmp_path / "r"),
+                                      gpu_augment=True, load_size=40, steps=1, **tiny))
+    a = torch.rand(2, 3, 40, 40) * 2 - 1
+    out = trainer._augment_on_gpu({"A": a, "B": -a})
+    assert out["A"].shape == (2, 3, 32, 32) and torch.equal(out["B"], -out["A"])
+    assert trainer.train_step(next(iter(trainer.loader)))["G"].isfinite()
