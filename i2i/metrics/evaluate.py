@@ -68,16 +68,16 @@ def find_test_pairs(data_dir: str | Path, direction: str = "AtoB") -> TestPairs:
         root = next((root / layout for layout in ("paired", "unpaired") if (root / layout / f"test{src}").is_dir()),
                     root)
     input_dir = root / f"test{src}"
-    inputs = list_images(input_dir)
-    for truth_dir in (root / f"test{src}_truth", root / f"test{dst}"):
-        if not truth_dir.is_dir():
-            continue
-        truths = {p.relative_to(truth_dir).with_suffix(""): p for p in list_images(truth_dir)}
+    if input_dir.is_dir():
+        inputs = list_images(input_dir)
         keys = [p.relative_to(input_dir).with_suffix("") for p in inputs]
-        if all(k in truths for k in keys):
-            return TestPairs(inputs, [truths[k] for k in keys], input_dir, truth_dir)
-    raise I2IError(f"no ground truth for {input_dir}: expected {root}/test{src}_truth/ or a paired {root}/test{dst}/ "
-                   f"with an image of the same name for every input")
+        for truth_dir in (root / f"test{src}_truth", root / f"test{dst}"):
+            if truth_dir.is_dir():
+                truths = {p.relative_to(truth_dir).with_suffix(""): p for p in list_images(truth_dir)}
+                if all(k in truths for k in keys):
+                    return TestPairs(inputs, [truths[k] for k in keys], input_dir, truth_dir)
+    raise I2IError(f"no ground truth for {input_dir}: expected the test inputs there and their true translations "
+                   f"in {root}/test{src}_truth/ or (paired) {root}/test{dst}/, with the same file names")
 
 
 def _read(path: Path, size: Optional[int]) -> torch.Tensor:
