@@ -96,6 +96,10 @@ class TrainConfig:
     skip_bad_images: bool = opt(True, "report and skip unreadable images when indexing (else fail fast)")
     max_pixels: int = opt(200_000_000, "refuse images with more pixels (decompression-bomb guard)")
     tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed")
+    eval_every: int = opt(0, "steps between evaluations on the test split's ground truth (0 = off; see i2i eval)")
+    eval_metrics: str = opt("psnr,ssim", "comma-separated metrics for --eval-every: psnr, ssim, l1, fid, kid")
+    keep_best: Optional[str] = opt(None, "keep the checkpoint with the best value of this eval metric in RUN/best/",
+                                   ("psnr", "ssim", "l1", "fid", "kid"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,6 +20,7 @@ from ..runtime import (autocast, default_precision, pick_device, rng_state, seed
                        to_model_range)
 from . import distributed as dist
 from .checkpoint import find_checkpoint, load_state, load_weights, save_checkpoint
+from .evaluation import PeriodicEval
 from .logging import RunLogger
 
 PHASES = ("G", "D")
@@ -104,6 +105,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self.sample_batch = self._fixed_sample_batch() if self.rank == 0 else None
+        self.evaluator = PeriodicEval(self) if cfg.eval_every else None
 
     # --- set-up helpers -----------------------------------------------------------------------------------
     def _make_ema(self) -> Optional[nn.ModuleDict]:
@@ -253,6 +255,8 @@ class Trainer:
             self.write_samples()
         if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
             self.save()
+        if self.evaluator is not None and (self.step % cfg.eval_every == 0 or self.step == self.total_steps):
+            self.evaluator(self)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
