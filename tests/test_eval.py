@@ -41,6 +41,17 @@ def pix2pix_run(task_dir, tmp_path_factory) -> Path:
                      steps=2, size=32, ngf=8, ndf=8, batch_size=2, workers=0, tensorboard=False, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory) -> Path:
+    """Random resnet18 weights standing in for a pretrained encoder (plumbing tests only)."""
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18
+    path = tmp_path_factory.mktemp("encoder") / "resnet18.safetensors"
+    torch.manual_seed(0)
+    save_file(resnet18().state_dict(), str(path))
+    return path
+
+
 @pytest.mark.parametrize("task", list(tasks.TASKS))
 def test_tasks_are_deterministic_and_have_truth(task, task_dir, tmp_path):
     root = task_dir / task
@@ -104,6 +115,18 @@ def test_custom_features_are_never_called_fid(task_dir, pix2pix_run):
         evaluate(pix2pix_run, task_dir / "dusk", metrics="psnr,lpips")
 
 
+def test_perceptual_distance(task_dir, pix2pix_run, resnet18_weights):
+    from i2i.metrics.evaluate import perceptual_distance
+    distance = perceptual_distance(torch.device("cpu"), "resnet18", resnet18_weights)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(distance(x, x), torch.zeros(2))
+    assert (distance(x, -x) > 0).all()
+    result = evaluate(pix2pix_run, task_dir / "dusk", metrics="perceptual", device="cpu", baseline=True,
+                      encoder="resnet18", encoder_weights=resnet18_weights)
+    assert math.isfinite(result["metrics"]["perceptual"]) and result["identity"]["perceptual"] > 0
+    assert "resnet18" in result["labels"]["perceptual"]
+
+
 def test_i2i_eval_cli_writes_json(task_dir, pix2pix_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code = cli_main(["eval", "--checkpoint", str(pix2pix_run), "--data", str(task_dir / "dusk" / "paired"),
@@ -122,17 +145,14 @@ def test_i2i_eval_cli_writes_json(task_dir, pix2pix_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mode", ["cyclegan", "unit", "encoder"])
-def test_eval_works_for_unpaired_modes(mode, task_dir, tiny, tmp_path):
+def test_eval_works_for_unpaired_modes(mode, task_dir, tiny, tmp_path, resnet18_weights):
     try:
         cls = mode_class(mode)
     except I2IError:
         pytest.skip(f"mode {mode} is not available")
     extra = {"d_scales": 1}  # 32 px is too small for UNIT's 3-scale default
-    if mode == "encoder":  # a random resnet18 stands in for the pretrained encoder (plumbing only)
-        from safetensors.torch import save_file
-        from torchvision.models import resnet18
-        save_file(resnet18().state_dict(), str(tmp_path / "resnet18.safetensors"))
-        extra.update(encoder="resnet18", encoder_weights=str(tmp_path / "resnet18.safetensors"))
+    if mode == "encoder":
+        extra.update(encoder="resnet18", encoder_weights=str(resnet18_weights))
     run = i2i.train(mode=mode, data=str(task_dir / "shapes" / "unpaired"), out=str(tmp_path / "run"), steps=1,
                     **tiny, **extra)
     for direction in cls.directions:

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="run folder (latest checkpoint) or checkpoint folder")
     p.add_argument("--data", required=True, help="dataset folder with a test split and its ground truth")
-    p.add_argument("--metrics", default="psnr,ssim,l1", help="comma-separated: psnr, ssim, l1, fid, kid")
+    p.add_argument("--metrics", default="psnr,ssim,l1",
+                   help="comma-separated: psnr, ssim, l1, perceptual, fid, kid")
     p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
     p.add_argument("--baseline", action="store_true", help="also score the identity translation (output = input)")
     p.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
@@ -24,13 +25,16 @@ def add_parser(sub) -> None:
     p.add_argument("--inception-weights", metavar="PATH",
                    help="torchvision inception_v3 IMAGENET1K_V1 weights (.pth or .safetensors) for fid/kid "
                    "(default: torchvision's cache; downloaded only with I2I_ALLOW_DOWNLOAD=1)")
+    p.add_argument("--encoder", default="vgg16", help="frozen encoder of the perceptual distance")
+    p.add_argument("--encoder-weights", metavar="PATH", help="local weights file for --encoder (.pth or .safetensors)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..metrics.evaluate import evaluate, format_table
     result = evaluate(args.checkpoint, args.data, args.direction, args.metrics, args.batch_size, args.device,
-                      args.baseline, args.size, args.inception_weights)
+                      args.baseline, args.size, args.inception_weights, encoder=args.encoder,
+                      encoder_weights=args.encoder_weights)
     print(f"{result['mode']} {result['direction']} on {result['images']} images of {result['inputs']} "
           f"(truth: {result['truth']})")
     print(format_table(result))

@@ -22,12 +22,13 @@ from .image import PSNR_CAP, l1, psnr, ssim
 
 PER_IMAGE = {"psnr": psnr, "ssim": ssim, "l1": l1}
 DISTRIBUTION = ("fid", "kid")
-METRICS = (*PER_IMAGE, *DISTRIBUTION)
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "l1": False, "fid": False, "kid": False}
+METRICS = (*PER_IMAGE, "perceptual", *DISTRIBUTION)
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "l1": False, "perceptual": False, "fid": False, "kid": False}
 LABELS = {
     "psnr": f"PSNR (dB on the [0,1] range, mean over images, each capped at {PSNR_CAP:g})",
     "ssim": "SSIM (11x11 Gaussian window, mean over images)",
     "l1": "L1 (mean absolute error on the [0,1] range)",
+    "perceptual": "perceptual distance (i2i.losses.perceptual: L1 between frozen-encoder features, layer mean)",
     "fid": fidlib.FID_LABEL,
     "kid": fidlib.KID_LABEL,
     "kid_std": "KID standard deviation over subsets",
@@ -106,18 +107,31 @@ def iter_batches(pairs: TestPairs, batch_size: int, size: Optional[int] = None
         yield torch.stack(xs), torch.stack(ys)
 
 
+def perceptual_distance(device: torch.device, encoder: str = "vgg16", encoder_weights: Optional[str | Path] = None):
+    """Per-image perceptual distance with the training loss's frozen encoder (needs its pretrained weights)."""
+    from ..losses.perceptual import PerceptualLoss
+    from ..nets.encoders import FrozenEncoder
+    loss = PerceptualLoss(FrozenEncoder(encoder, None, encoder_weights)).to(device)
+
+    def distance(output: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        return torch.stack([loss(o[None], t[None]) for o, t in zip(output, truth)]).float()
+
+    return distance
+
+
 class _Scores:
     """Running sums of the per-image metrics and the features for the distribution metrics."""
 
-    def __init__(self, metrics: Sequence[str]):
+    def __init__(self, metrics: Sequence[str], per_image: dict):
         self.metrics = metrics
-        self.sums = {m: 0.0 for m in metrics if m in PER_IMAGE}
+        self.per_image = per_image
+        self.sums = {m: 0.0 for m in per_image}
         self.count = 0
         self.features: list[torch.Tensor] = []
 
     def add(self, output: torch.Tensor, truth: torch.Tensor, extractor) -> None:
-        for name in self.sums:
-            self.sums[name] += float(PER_IMAGE[name](output, truth).sum())
+        for name, function in self.per_image.items():
+            self.sums[name] += float(function(output, truth).sum())
         self.count += output.shape[0]
         if extractor is not None:
             self.features.append(extractor(output).float().cpu())
@@ -138,18 +152,23 @@ class _Scores:
 def evaluate_translator(translator: Any, pairs: TestPairs, metrics: str | Sequence[str] = ("psnr", "ssim", "l1"),
                         batch_size: int = 8, size: Optional[int] = None, baseline: bool = False,
                         inception_weights: Optional[str | Path] = None,
-                        feature_extractor: Optional[fidlib.FeatureExtractor] = None) -> dict[str, Any]:
+                        feature_extractor: Optional[fidlib.FeatureExtractor] = None, encoder: str = "vgg16",
+                        encoder_weights: Optional[str | Path] = None) -> dict[str, Any]:
     """Translate every test input with ``translator`` (an :class:`i2i.Translator`) and score it against its truth.
 
     ``baseline`` also scores the inputs themselves (the identity translation). ``feature_extractor`` replaces the
-    Inception network for fid/kid (its scores are then reported as ``fd_custom`` / ``kid_custom``).
+    Inception network for fid/kid (its scores are then reported as ``fd_custom`` / ``kid_custom``). ``encoder`` and
+    ``encoder_weights`` choose the frozen encoder of the perceptual distance.
     """
     metrics = parse_metrics(metrics)
     device = translator.device
     extractor = None
     if any(m in DISTRIBUTION for m in metrics):
         extractor = feature_extractor or fidlib.inception_features(device, inception_weights)
-    model, identity = _Scores(metrics), _Scores(metrics)
+    per_image = {m: PER_IMAGE[m] for m in metrics if m in PER_IMAGE}
+    if "perceptual" in metrics:
+        per_image["perceptual"] = perceptual_distance(device, encoder, encoder_weights)
+    model, identity = _Scores(metrics, per_image), _Scores(metrics, per_image)
     truth_features = [] if extractor is not None else None
     for x, y in iter_batches(pairs, batch_size, size):
         x, y = x.to(device), y.to(device)
@@ -166,13 +185,16 @@ def evaluate_translator(translator: Any, pairs: TestPairs, metrics: str | Sequen
     if baseline:
         result["identity"] = identity.result(truth_features, custom)
     result["labels"] = {k: LABELS[k] for k in result["metrics"]}
+    if "perceptual" in result["labels"]:
+        result["labels"]["perceptual"] += f", encoder {encoder}"
     return result
 
 
 def evaluate(translator_or_checkpoint: Any, data_dir: str | Path, direction: str = "AtoB",
              metrics: str | Sequence[str] = ("psnr", "ssim", "l1"), batch_size: int = 8, device: str = "auto",
              baseline: bool = False, size: Optional[int] = None, inception_weights: Optional[str | Path] = None,
-             feature_extractor: Optional[fidlib.FeatureExtractor] = None) -> dict[str, Any]:
+             feature_extractor: Optional[fidlib.FeatureExtractor] = None, encoder: str = "vgg16",
+             encoder_weights: Optional[str | Path] = None) -> dict[str, Any]:
     """Score a translator (or a run/checkpoint folder) on ``data_dir``'s test split against its ground truth.
 
     Returns ``{"metrics": {...}, "identity": {...} (with baseline), "labels": {...}, "images": n, ...}``; PSNR,
@@ -192,7 +214,7 @@ def evaluate(translator_or_checkpoint: Any, data_dir: str | Path, direction: str
     elif translator.direction != direction:
         raise I2IError(f"the translator runs {translator.direction} but direction {direction} was asked for")
     result = evaluate_translator(translator, pairs, metrics, batch_size, size, baseline, inception_weights,
-                                 feature_extractor)
+                                 feature_extractor, encoder, encoder_weights)
     if checkpoint is not None:
         result["checkpoint"] = str(checkpoint)
     return result

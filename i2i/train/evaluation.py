@@ -70,7 +70,8 @@ class PeriodicEval:
         nets.eval()
         try:
             translator = Translator(trainer.mode, nets, self.direction, trainer.device, trainer.precision)
-            result = evaluate_translator(translator, self.pairs, self.metrics, size=trainer.cfg.size)
+            result = evaluate_translator(translator, self.pairs, self.metrics, size=trainer.cfg.size,
+                                         encoder=trainer.cfg.encoder, encoder_weights=trainer.cfg.encoder_weights)
         finally:
             trainer.nets.train()
         return result["metrics"]
