@@ -76,8 +76,8 @@ class Translator:
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
         x = x.to(self.device, torch.float32)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if pad_h or pad_w:  # mirror the border (no hard edge for the net to see); replicate when too small
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < height and pad_w < width else "replicate")
         with autocast(self.device, self.precision):
             y = self.net(x)
         y = y[..., :height, :width].float().clamp(-1, 1)
