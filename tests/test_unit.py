@@ -40,7 +40,7 @@ def test_networks_share_blocks_and_keep_shapes():
 def test_bad_shared_block_count_and_size_are_clear_errors():
     with pytest.raises(i2i.I2IError, match="unit-shared-blocks"):
         create_mode(make_config(dict(mode="unit", ngf=8, n_blocks=2, unit_shared_blocks=2)))
-    with pytest.raises(i2i.I2IError, match="too small for a 3-scale PatchGAN"):
+    with pytest.raises(i2i.I2IError, match="too small for a discriminator with --d-layers 3 and --d-scales 3"):
         create_mode(make_config(dict(mode="unit", ngf=8, ndf=8, size=64)))  # default d_scales=3, d_layers=3
     create_mode(make_config(dict(mode="unit", ngf=8, ndf=8, n_blocks=2, size=96)))  # 24 px coarsest scale: fine
 

@@ -22,7 +22,13 @@ def build_generator(cfg: TrainConfig, in_channels: int = 3, out_channels: int = 
 
 
 def build_discriminator(cfg: TrainConfig, in_channels: int = 3) -> nn.Module:
-    """The PatchGAN (or multi-scale PatchGAN) the config names."""
+    """The PatchGAN (or multi-scale PatchGAN) the config names; refuses sizes too small for its coarsest scale."""
+    scales = cfg.d_scales or 1
+    coarsest, needed = cfg.size // 2 ** (scales - 1), 3 * 2 ** cfg.d_layers
+    if coarsest < needed:
+        raise I2IError(f"--size {cfg.size} is too small for a discriminator with --d-layers {cfg.d_layers} and "
+                       f"--d-scales {scales}: its coarsest scale sees {coarsest} px but needs at least {needed}; "
+                       f"lower --d-layers or --d-scales, or raise --size")
     return make_discriminator(in_channels, cfg.ndf, cfg.d_layers, cfg.d_norm, cfg.spectral_norm, cfg.d_scales or 1)
 
 

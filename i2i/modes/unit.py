@@ -33,11 +33,6 @@ class Unit(Mode):
     directions = ("AtoB", "BtoA")
 
     def build(self, cfg):
-        coarsest, needed = cfg.size // 2 ** (cfg.d_scales - 1), 3 * 2 ** cfg.d_layers
-        if coarsest < needed:  # the last PatchGAN scale would shrink to nothing
-            raise I2IError(f"--size {cfg.size} is too small for a {cfg.d_scales}-scale PatchGAN with --d-layers "
-                           f"{cfg.d_layers} (its coarsest scale, {coarsest} px, needs {needed}): lower --d-scales "
-                           "or --d-layers")
         try:
             e_a, e_b, g_a, g_b = unit_networks(cfg.ngf, cfg.n_blocks, cfg.n_down, cfg.unit_shared_blocks, cfg.norm,
                                                cfg.padding)
