@@ -41,6 +41,8 @@ class TrainConfig:
                                    ("fp32", "bf16", "fp16"))
     channels_last: Optional[bool] = opt(None, "channels-last memory format (default: on for CUDA)")
     compile: bool = opt(False, "torch.compile the networks")
+    grad_checkpoint: bool = opt(False, "recompute generator residual blocks in backward (less memory, more time)")
+    sync_bn: bool = opt(False, "SyncBatchNorm across DDP ranks for batch-norm models (CUDA only)")
     workers: int = opt(2, "DataLoader worker processes")
     # networks
     generator: Optional[str] = opt(None, "generator backbone: resnet or unet", ("resnet", "unet"))

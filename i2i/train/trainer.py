@@ -16,6 +16,7 @@ from ..config import TrainConfig, save_config
 from ..data import ResumableSampler, make_dataset
 from ..errors import I2IError
 from ..modes.base import Mode, StepOutput, create_mode
+from ..nets.generators import set_grad_checkpoint
 from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
                        to_model_range)
 from . import distributed as dist
@@ -41,7 +42,7 @@ class Trainer:
     """Owns everything around a mode: device, precision, optimisers, schedule, EMA, data, logs and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, resume: Optional[str | Path] = None):
-        self.rank, self.world_size, local_rank = dist.init()
+        self.rank, self.world_size, local_rank = dist.init(cfg.device)
         checkpoint = find_checkpoint(resume) if resume else None
         if not cfg.data:
             raise I2IError("no dataset given: pass --data DIR")
@@ -66,6 +67,9 @@ class Trainer:
             module.to(self.device).eval().requires_grad_(False)
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
+        set_grad_checkpoint(self.nets, cfg.grad_checkpoint)
+        if cfg.sync_bn and self.world_size > 1:
+            dist.convert_sync_batchnorm(self.nets, self.device)
         self.ema = self._make_ema()
         self.phase_params = {  # deduplicated by identity: nets may share modules (UNIT's shared blocks)
             "G": list({id(p): p for n in self.mode.generators for p in self.nets[n].parameters()}.values()),
@@ -229,6 +233,8 @@ class Trainer:
                     logs = self.train_step(batch)
                     bar.update(1)
                     self._after_step(logs, bar)
+                    if self.world_size > 1:  # a signal may reach the ranks at different steps: stop together
+                        self.stop_requested = dist.any_true(self.stop_requested, self.device)
                     if self.step >= self.total_steps or self.stop_requested:
                         break
             self.save()
@@ -246,7 +252,7 @@ class Trainer:
             raise I2IError(f"{self.nonfinite_in_a_row} non-finite steps in a row at step {self.step}; stopping. "
                            f"The last good checkpoint is in {self.run_dir}. Try a lower --lr or --precision fp32.")
         if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-            values = {k: float(v) for k, v in logs.items()}
+            values = {k: float(v) for k, v in dist.mean_over_ranks(logs).items()}
             values["nonfinite_steps"] = self.nonfinite_total
             if self.logger is not None:
                 self.logger.scalars(self.step, values)
@@ -277,6 +283,7 @@ class Trainer:
     def save(self) -> Optional[Path]:
         """Checkpoint now (rank 0 writes; other ranks wait)."""
         path = None
+        replicas = dist.replica_checksums(self.nets.parameters(), self.device)  # one row per rank
         if self.rank == 0:
             weights = {"nets": self.nets.state_dict()}
             if self.ema is not None:
@@ -290,6 +297,7 @@ class Trainer:
                 "rng": rng_state(),
                 "extra": self.mode.extra_state(),
                 "nonfinite_total": self.nonfinite_total,
+                "replica_checksums": replicas,
             }
             path = save_checkpoint(self.run_dir, self.step, self.cfg, weights, state, self.cfg.keep_checkpoints)
         dist.barrier()
@@ -320,7 +328,10 @@ def _main_thread() -> bool:
 
 def train(cfg: TrainConfig, resume: Optional[str | Path] = None) -> Path:
     """Train a model as configured (or continue the run in ``resume``); returns the run folder."""
-    return Trainer(cfg, resume).fit()
+    try:
+        return Trainer(cfg, resume).fit()
+    finally:
+        dist.shutdown()
 
 
 def config_from_run(run: str | Path) -> TrainConfig:

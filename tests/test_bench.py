@@ -1,0 +1,72 @@
+"""The training benchmark (i2i bench / tools/bench.py) runs on CPU at tiny sizes and writes complete reports."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from i2i.cli import main as cli_main
+from i2i.data import list_images
+from i2i.train.bench import TABLE_COLUMNS, main, make_jpeg_dataset
+
+TINY = ["--size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-sizes", "2", "--warmup", "1",
+        "--steps", "2", "--repeats", "1", "--workers", "0", "--device", "cpu"]
+
+
+def test_synthetic_sweep_writes_json_and_table(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    assert main(["--modes", "cyclegan,pix2pix", "--precisions", "fp32,bf16", *TINY,
+                 "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    report = json.loads(out_json.read_text())
+    rows = report["rows"]
+    assert [(r["mode"], r["precision"]) for r in rows] == [("cyclegan", "fp32"), ("cyclegan", "bf16"),
+                                                            ("pix2pix", "fp32"), ("pix2pix", "bf16")]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["source"] == "synthetic" and row["batch"] == 2 and row["device"] == "cpu"
+        assert row["img_s"] > 0 and math.isclose(row["step_ms"], 2 / row["img_s"] * 1e3)
+        assert len(row["window_img_s"]) == 1
+        assert row["peak_mem_gib"] is None and row["peak_frac"] is None  # no GPU, no default peak on CPU
+        assert 0 <= row["data_wait"] < 0.5  # synthetic batches are already on the device
+        assert row["gflop_per_img"] > 0 and row["tflops"] > 0
+    # FLOPs depend on the networks, not the precision; the ResNet CycleGAN costs more than the tiny U-Net pix2pix
+    assert rows[0]["gflop_per_img"] == rows[1]["gflop_per_img"] > rows[2]["gflop_per_img"]
+    assert report["environment"]["torch"] and "989" in report["peak_tflops_note"]
+    table = out_md.read_text().splitlines()
+    assert table[0] == "| " + " | ".join(TABLE_COLUMNS) + " |" and len(table) == 2 + len(rows)
+    assert "| cyclegan | synthetic | bf16 | off | off | off | 2 |" in table[3]
+    assert all(line.endswith("| n/a |") for line in table[2:])  # peak_frac
+
+
+def test_folder_source_through_cli_with_peak(tmp_path):
+    out_json = tmp_path / "b.json"
+    assert cli_main(["bench", "--modes", "pix2pix", "--sources", "folder", "--precisions", "fp32",
+                     "--make-jpegs", "4", "--peak-tflops", "1.0", *TINY, "--json", str(out_json),
+                     "--markdown", str(tmp_path / "b.md")]) == 0
+    (row,) = json.loads(out_json.read_text())["rows"]
+    assert row["source"] == "folder" and "error" not in row
+    assert 0 <= row["data_wait"] <= 1
+    assert math.isclose(row["peak_frac"], row["tflops"] / 1.0)
+
+
+def test_failed_setting_is_reported_not_fatal(tmp_path):
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    assert main(["--modes", "cyclegan", "--precisions", "fp32", *TINY, "--set", "gan_loss=nonsense",
+                 "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    (row,) = json.loads(out_json.read_text())["rows"]
+    assert "gan_loss" in row["error"] and "error: " in out_md.read_text()
+
+
+def test_unknown_mode_is_a_clear_error(tmp_path, capsys):
+    assert main(["--modes", "nope", "--json", str(tmp_path / "b.json")]) == 2
+    assert "unknown mode(s) nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind,folders", [("unpaired", {"trainA": 3, "trainB": 3, "testA": 2, "testB": 2}),
+                                          ("paired", {"trainA": 3, "trainB": 3, "testA": 2, "testB": 2}),
+                                          ("classes", {"class0": 2, "class1": 1})])
+def test_generated_jpeg_layouts(tmp_path, kind, folders):
+    root = make_jpeg_dataset(tmp_path, kind, 3, 16)
+    assert {name: len(list_images(root / name)) for name in folders} == folders
+    assert all(p.suffix == ".jpg" for p in list_images(root / next(iter(folders))))
