@@ -11,23 +11,25 @@ def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="translate a folder of images with a trained model",
                        description="Translate every image under --input (sub-folders mirrored, stems kept) into "
                        "--output. Outputs are written atomically; the output folder may not be or lie inside "
-                       "the input folder; unreadable images are listed and skipped (exit code 1).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "the input folder; unreadable images are listed and skipped (exit code 1).")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     p.add_argument("--input", required=True, help="image folder (searched recursively) or one image file")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--direction", help="AtoB or BtoA for two-way modes (default: the mode's first direction)")
-    p.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per forward pass")
+    p.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per forward pass (default: 8)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=2, help="decoding worker processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2)")
     p.add_argument("--format", choices=("png", "jpg", "webp", "same"), default="png",
-                   help="output format (same: keep each input's extension)")
+                   help="output format; same keeps each input's extension (default: png)")
     p.add_argument("--skip-existing", action="store_true", help="leave images whose output exists (resume a run)")
     p.add_argument("--resize", type=int, metavar="N", help="translate at NxN, then resize back to the original size")
-    p.add_argument("--tile", type=int, metavar="T", help="translate images larger than T in overlapping TxT tiles")
-    p.add_argument("--overlap", type=int, default=32, metavar="O", help="pixels shared by neighbouring tiles")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    p.add_argument("--tile", type=int, metavar="T",
+                   help="translate images larger than T in overlapping TxT tiles (images too big for memory)")
+    p.add_argument("--overlap", type=int, default=32, metavar="O",
+                   help="pixels shared by neighbouring tiles (default: 32)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images with more pixels (default: %(default)s)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator weights, not their EMA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)

@@ -7,14 +7,13 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained generator to TorchScript or ONNX",
                        description="Export the generator (fp32, input/output Bx3xHxW in [-1, 1], H and W multiples "
-                       "of the net's stride, dynamic batch and size) and check it against PyTorch.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "of the net's stride, dynamic batch and size) and check it against PyTorch.")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
-    p.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    p.add_argument("--format", choices=("torchscript", "onnx"), required=True, help="torchscript or onnx")
     p.add_argument("--out", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
     p.add_argument("--direction", help="AtoB or BtoA for two-way modes (default: the mode's first direction)")
     p.add_argument("--size", type=int, help="example input size used for tracing (default: the training size)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator weights, not their EMA")
     p.set_defaults(run=run)
 

@@ -80,7 +80,8 @@ def pil_format(suffix: str) -> Optional[str]:
     return name if name in Image.SAVE else None
 
 
-def plan_outputs(src: Path, dst: Path, format: str, skip_existing: bool) -> tuple[list[tuple[Path, Path]], ConvertReport]:
+def plan_outputs(src: Path, dst: Path, format: str,
+                 skip_existing: bool) -> tuple[list[tuple[Path, Path]], ConvertReport]:
     """Pair every input with its output path; inputs that must not (or need not) be converted go to the report."""
     if not src.exists():
         raise I2IError(f"input not found: {src}")
