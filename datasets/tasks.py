@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -57,10 +57,13 @@ def _gradient_sky(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.broadcast_to(top * (1 - t) + bottom * t, (size, size, 3)).copy()
 
 
-def dusk_grade(day: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Day image (HxWx3 floats in [0, 1]) to dusk: gamma 1.8, warm/purple grading, Gaussian noise (std 0.01)."""
+def dusk_grade(day: np.ndarray, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """Day image (HxWx3 floats in [0, 1]) to dusk: gamma 1.8, warm/purple grading, and with ``rng`` Gaussian
+    sensor noise of std 0.01."""
     graded = day ** 1.8 * np.array([1.0, 0.72, 0.62]) + np.array([0.05, 0.02, 0.09])
-    return np.clip(graded + rng.normal(0.0, 0.01, day.shape), 0.0, 1.0)
+    if rng is not None:
+        graded = graded + rng.normal(0.0, 0.01, day.shape)
+    return np.clip(graded, 0.0, 1.0)
 
 
 def _dusk(rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image]:

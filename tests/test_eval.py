@@ -88,8 +88,7 @@ def test_a_known_translator_beats_the_identity_baseline(task_dir):
 
     def grade(x: torch.Tensor) -> torch.Tensor:
         day = ((x + 1) / 2).clamp(0, 1).numpy().transpose(0, 2, 3, 1)
-        dusk = tasks.dusk_grade(day, np.random.default_rng(0)) - np.random.default_rng(0).normal(0, 0.01, day.shape)
-        return torch.from_numpy(dusk.transpose(0, 3, 1, 2)).float() * 2 - 1
+        return torch.from_numpy(tasks.dusk_grade(day).transpose(0, 3, 1, 2)).float() * 2 - 1
 
     translator = SimpleNamespace(device=torch.device("cpu"), direction="AtoB", mode=SimpleNamespace(name="grade"),
                                  translate=grade)

@@ -134,7 +134,7 @@ class _Scores:
             self.sums[name] += float(function(output, truth).sum())
         self.count += output.shape[0]
         if extractor is not None:
-            self.features.append(extractor(output).float().cpu())
+            self.features.append(extractor(output).float())
 
     def result(self, truth_features: Optional[torch.Tensor], custom: bool) -> dict[str, float]:
         out = {name: total / self.count for name, total in self.sums.items()}
@@ -176,7 +176,7 @@ def evaluate_translator(translator: Any, pairs: TestPairs, metrics: str | Sequen
         if baseline:
             identity.add(x, y, extractor)
         if extractor is not None:
-            truth_features.append(extractor(y).float().cpu())
+            truth_features.append(extractor(y).float())
     truth_features = torch.cat(truth_features) if truth_features is not None else None
     custom = feature_extractor is not None
     result: dict[str, Any] = {"mode": translator.mode.name, "direction": translator.direction,
