@@ -5,8 +5,11 @@ the seed, epoch and index: identical with any number of workers, and exactly rep
 """
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -60,24 +63,56 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
-class FolderDataset(Dataset):
-    """Base: holds the augmentation and decodes with a fallback so one bad file never stops a long run."""
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore the SIGINT/SIGTERM that reach a whole process group (Ctrl-C,
+    ``kill -- -PGID``, SLURM) so the main process can finish its step and checkpoint; it shuts them down itself.
 
-    def __init__(self, augment: A.Compose, max_pixels: int):
+    A SIGTERM from the main process (how DataLoader and multiprocessing stop workers) still ends the worker: a
+    thread reads each SIGTERM with its sender and exits only for the parent's.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # macOS: group SIGTERMs still reach the workers
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later inherit the mask
+
+    def watch() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="i2i-sigterm", daemon=True).start()
+
+
+class FolderDataset(Dataset):
+    """Base: holds the augmentation and decodes with a fallback so one bad file never stops a long run.
+
+    A file that passed the header check but fails to decode is reported once (per worker) and replaced by the next
+    item; with ``skip_bad=False`` it raises instead.
+    """
+
+    def __init__(self, augment: A.Compose, max_pixels: int, skip_bad: bool = True):
         self.augment = augment
         self.max_pixels = max_pixels
+        self.skip_bad = skip_bad
+        self.bad: set[Path] = set()
 
     def read(self, path: Path) -> np.ndarray | None:
+        if path in self.bad:
+            return None
         try:
             return read_image(path, self.max_pixels)
         except ImageReadError as e:
+            if not self.skip_bad:
+                raise
             print(f"i2i: skipping {e}", file=sys.stderr)
+            self.bad.add(path)
             return None
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        for attempt in range(len(self)):
-            item = self.load((index + attempt) % len(self), seed)
+        for attempt in range(len(self)):  # a new seed per attempt: unpaired data then draws another B image too
+            item = self.load((index + attempt) % len(self), seed + attempt)
             if item is not None:
                 return item
         raise I2IError("no image in the dataset could be decoded")
@@ -90,7 +125,7 @@ class UnpairedDataset(FolderDataset):
     """``root/<split>A`` and ``root/<split>B``: A in order, B drawn at random (CycleGAN's unaligned dataset)."""
 
     def __init__(self, root: Path, split: str, augment: A.Compose, skip_bad: bool, max_pixels: int):
-        super().__init__(augment, max_pixels)
+        super().__init__(augment, max_pixels, skip_bad)
         self.files_a = index_images(root / f"{split}A", skip_bad, max_pixels)
         self.files_b = index_images(root / f"{split}B", skip_bad, max_pixels)
 
@@ -117,7 +152,7 @@ class PairedDataset(FolderDataset):
     """
 
     def __init__(self, root: Path, split: str, augment: A.Compose, skip_bad: bool, max_pixels: int):
-        super().__init__(augment, max_pixels)
+        super().__init__(augment, max_pixels, skip_bad)
         side_by_side = root / split
         if (root / f"{split}A").is_dir() or not side_by_side.is_dir():
             files_a = index_images(root / f"{split}A", skip_bad, max_pixels)
@@ -157,7 +192,7 @@ class SingleFolderDataset(FolderDataset):
     """All images under one folder (recursively): for unconditional GANs."""
 
     def __init__(self, root: Path, augment: A.Compose, skip_bad: bool, max_pixels: int):
-        super().__init__(augment, max_pixels)
+        super().__init__(augment, max_pixels, skip_bad)
         self.files = index_images(root, skip_bad, max_pixels)
 
     def __len__(self) -> int:
@@ -175,7 +210,7 @@ class ClassFolderDataset(FolderDataset):
     """``root/<class>/*``: images labelled by their sub-folder name (sorted, so labels are stable)."""
 
     def __init__(self, root: Path, augment: A.Compose, skip_bad: bool, max_pixels: int):
-        super().__init__(augment, max_pixels)
+        super().__init__(augment, max_pixels, skip_bad)
         if not root.is_dir():
             raise I2IError(f"folder not found: {root}")
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())

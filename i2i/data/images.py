@@ -1,16 +1,18 @@
 """Finding and decoding image files safely: any common format to 8-bit RGB, with clear errors."""
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import I2IError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 200_000_000
+_PIL_LIMIT_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is a global: lifted only while one thread opens
 
 
 class ImageReadError(I2IError):
@@ -30,15 +32,15 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
+    try:  # PIL's own bomb check is replaced by the max_pixels check below
+        with _PIL_LIMIT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             old_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 image = Image.open(path)
             finally:
                 Image.MAX_IMAGE_PIXELS = old_limit
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Exception as e:  # any parser failure on a malformed file (OSError, SyntaxError, struct.error, ...)
         raise ImageReadError(f"unreadable image {path}: {e.__class__.__name__}: {e}") from None
     if image.width * image.height > max_pixels:
         image.close()
@@ -74,5 +76,5 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         with image:
             image = ImageOps.exif_transpose(image)
             return to_rgb8(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Exception as e:  # decoders raise many types on malformed data; all mean "this file is unreadable"
         raise ImageReadError(f"unreadable image {path}: {e.__class__.__name__}: {e}") from None

@@ -2,7 +2,9 @@
 
 ``RUN/checkpoints/step_00001000/`` holds ``weights.safetensors`` (networks and EMA), ``config.yaml`` (the resolved
 config: enough to rebuild the model) and ``state.pt`` (optimisers, schedulers, scalers, RNG, pools; loaded with
-``weights_only=True``). A folder only gets its final name once every file in it is complete and synced.
+``weights_only=True``). A folder only gets its final name once every file in it is complete and synced; folders
+being written or deleted carry a dot name (``.tmp_step_*``, ``.old_step_*``), are never loaded, and leftovers of a
+killed process are removed by the next save.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..config import TrainConfig, load_config, save_config
 from ..errors import I2IError
 
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILES = ("weights.safetensors", "config.yaml", "state.pt")
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -52,11 +55,19 @@ def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tenso
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first."""
+    """Complete checkpoint folders of a run (all files present), oldest first."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
+    return sorted(p for p in folder.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()
+                  and all((p / name).is_file() for name in CHECKPOINT_FILES))
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder by first renaming it to a dot name, so a kill mid-delete never leaves a half step folder."""
+    doomed = path.with_name(f".old_{path.name}_{os.getpid()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, weights: dict[str, dict[str, torch.Tensor]],
@@ -65,21 +76,22 @@ def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, weights: dict[st
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}"
+    for leftover in folder.glob(".*_step_*"):  # half-written or half-deleted folders of a killed process
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = folder / f".tmp_step_{step:08d}_{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(_flatten(weights), str(tmp / "weights.safetensors"))
     save_config(cfg, tmp / "config.yaml")
     torch.save(state, tmp / "state.pt")
-    for name in ("weights.safetensors", "config.yaml", "state.pt"):
+    for name in CHECKPOINT_FILES:
         _fsync_file(tmp / name)
     _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. end of run right after a periodic save)
-        shutil.rmtree(final)
+    if final.exists():  # re-saving the same step
+        _remove(final)
     os.replace(tmp, final)
     _fsync_dir(folder)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return final
 
 
@@ -111,8 +123,11 @@ def load_checkpoint_config(checkpoint: Path) -> TrainConfig:
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """Training state loaded with ``weights_only=True``: a pickle that would run code is refused."""
     path = checkpoint / "state.pt"
+    if not path.is_file():
+        raise I2IError(f"cannot resume from {checkpoint}: it has no state.pt (weights-only checkpoints can be "
+                       f"loaded with i2i.load but not resumed)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, TypeError, ValueError) as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise I2IError(f"refusing to load {path}: not a plain tensor/number state file ({first_line})") from None

@@ -1,0 +1,259 @@
+"""Reliability: kill -9 and resume bit-exactly, clean stops on SIGINT/SIGTERM, atomic checkpoints, non-finite steps,
+determinism, and a data pipeline that does not leak over a long run."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import i2i
+from i2i.config import make_config
+from i2i.modes.base import StepOutput
+from i2i.train.checkpoint import find_checkpoint, list_checkpoints, load_state
+from i2i.train.trainer import Trainer
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+TINY_FLAGS = ["--mode", "cyclegan", "--size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-size", "2",
+              "--no-tensorboard", "--device", "cpu", "--seed", "0", "--deterministic", "--log-every", "1",
+              "--sample-every", "1000", "--checkpoint-every", "1", "--keep-checkpoints", "2"]
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "i2i", "train", *args]
+
+
+def latest_step(run: Path) -> int:
+    found = list_checkpoints(run)
+    return int(found[-1].name.split("_")[1]) if found else 0
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(find_checkpoint(run) / "weights.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], note: str = "") -> None:
+    assert a.keys() == b.keys(), note
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, f"{len(differing)} tensors differ, e.g. {differing[:3]} {note}"
+
+
+def wait_for(predicate, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """Poll until ``predicate()`` holds, the process exits, or the timeout passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        if process is not None and process.poll() is not None:
+            return predicate()
+        time.sleep(0.02)
+    return False
+
+
+def test_kill9_resume_bit_exact(tmp_path, example_data, tiny):
+    """kill -9 at random moments (mid-step, mid-save), resume each time: the final weights equal an uninterrupted run."""
+    steps = 40
+    data = ["--data", str(example_data / "unpaired"), "--steps", str(steps), "--workers", "0", *TINY_FLAGS]
+    run = tmp_path / "killed"
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    note = f"(random delays from seed {seed})"
+    kills = 0
+    for attempt in range(3):
+        args = data + ["--out", str(run)] if attempt == 0 else ["--resume", str(run)]
+        before = latest_step(run)
+        process = subprocess.Popen(train_cmd(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: latest_step(run) > before, 60, process), f"no new checkpoint {note}"
+        time.sleep(rng.uniform(0.0, 0.6))
+        if process.poll() is None:
+            process.kill()  # SIGKILL: no handler, no cleanup, possibly in the middle of writing a checkpoint
+            kills += 1
+        process.wait()
+        assert latest_step(run) >= before + 1  # the folder a resume would use is complete
+        load_state(find_checkpoint(run))  # and loadable, whatever was half-written next to it
+    assert kills >= 1, f"every run finished before its kill {note}"
+    assert latest_step(run) < steps, f"the kills never interrupted training {note}"
+    finished = subprocess.run(train_cmd("--resume", str(run)), env=ENV, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert latest_step(run) == steps
+    reference = i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), out=str(tmp_path / "reference"),
+                          steps=steps, deterministic=True, **tiny)  # the same run, uninterrupted, in this process
+    assert_same_weights(final_weights(reference), final_weights(run), note)
+    leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert not leftovers, f"temporary folders left after a save: {leftovers}"
+    assert len(list_checkpoints(run)) == 2  # keep_checkpoints
+
+
+def test_sigterm_to_process_group_saves_and_exits_143(tmp_path, example_data):
+    """SIGTERM to the whole group (as SLURM/containers do), workers included: checkpoint at the step reached."""
+    run = tmp_path / "run"
+    process = subprocess.Popen(train_cmd("--data", str(example_data / "unpaired"), "--steps", "1000", "--workers", "2",
+                                         "--out", str(run), *TINY_FLAGS), env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_for(lambda: latest_step(run) >= 2, 60, process)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM at step" in stderr and f"--resume {run}" in stderr
+    reached = int(stderr.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert latest_step(run) == reached
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == reached  # log_every=1
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("signum,exception", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_signal_finishes_step_saves_then_raises(tmp_path, example_data, tiny, signum, exception):
+    """In-process: the signal arrives during step 3; the step completes, step 3 is saved, then the signal's exception."""
+    cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
+                       "steps": 50})
+    trainer = Trainer(cfg)
+    step = trainer.train_step
+
+    def train_step(batch):
+        if trainer.step == 2:
+            os.kill(os.getpid(), signum)  # delivered to fit()'s handler, in the main thread, mid-step
+        return step(batch)
+
+    trainer.train_step = train_step
+    handler = signal.getsignal(signum)
+    with pytest.raises(exception) as caught:
+        trainer.fit()
+    if exception is SystemExit:
+        assert caught.value.code == 128 + signal.SIGTERM
+    assert latest_step(trainer.run_dir) == 3 and trainer.step == 3
+    assert signal.getsignal(signum) is handler  # fit() restored the previous handler
+
+
+def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path, example_data, tiny):
+    """Half-written (.tmp_step_*) and incomplete step folders are never loaded; the next save removes leftovers."""
+    fields = {**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "checkpoint_every": 1}
+    run = i2i.train(out=str(tmp_path / "r"), steps=2, **fields)
+    folder = run / "checkpoints"
+    (folder / ".tmp_step_00000099_12345").mkdir()
+    (folder / ".tmp_step_00000099_12345" / "weights.safetensors").write_bytes(b"half written")
+    (folder / "step_00000098").mkdir()  # a step folder missing files (e.g. copied or deleted half-way)
+    (folder / "step_00000098" / "weights.safetensors").write_bytes(b"")
+    assert find_checkpoint(run).name == "step_00000002"
+    i2i.train(out=str(run), steps=3, resume=str(run), **fields)
+    assert find_checkpoint(run).name == "step_00000003"
+    assert not (folder / ".tmp_step_00000099_12345").exists()
+
+
+class NaNGrad(torch.autograd.Function):
+    """Identity forward (a finite loss) whose backward returns NaN gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_nonfinite_steps_skipped_counted_then_stop(tmp_path, example_data, tiny, precision):
+    """NaN loss (steps 2, 5-7) or NaN gradients (step 3): no update, counted in log.jsonl; 3 in a row stop the run."""
+    cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
+                       "steps": 20, "max_nonfinite": 3, "checkpoint_every": 2, "precision": precision})
+    trainer = Trainer(cfg)
+    generator_step, train_step = trainer.mode.generator_step, trainer.train_step
+    nan_loss, nan_grad = {2, 5, 6, 7}, {3}
+
+    def poisoned_generator_step(batch):
+        out = generator_step(batch)
+        if trainer.step in nan_loss:
+            return StepOutput(out.loss * float("nan"), out.logs, out.outputs)
+        if trainer.step in nan_grad:
+            return StepOutput(NaNGrad.apply(out.loss), out.logs, out.outputs)
+        return out
+
+    changed = {}
+
+    def recording_train_step(batch):
+        before = [p.detach().clone() for p in trainer.nets.parameters()]
+        index = trainer.step
+        logs = train_step(batch)
+        changed[index] = any(not torch.equal(a, p) for a, p in zip(before, trainer.nets.parameters()))
+        return logs
+
+    trainer.mode.generator_step, trainer.train_step = poisoned_generator_step, recording_train_step
+    with pytest.raises(i2i.I2IError, match=r"3 non-finite steps in a row at step 8 .*--resume"):
+        trainer.fit()
+    assert changed == {i: i not in nan_loss | nan_grad for i in range(8)}
+    log = [json.loads(line) for line in (trainer.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [row["nonfinite_steps"] for row in log] == [0, 0, 1, 2, 2, 3, 4, 5]
+    assert all(torch.isfinite(p).all() for p in trainer.nets.parameters())
+    assert all(torch.isfinite(image).all() for pool in trainer.mode.pools.values() for image in pool.images)
+    assert find_checkpoint(trainer.run_dir).name == "step_00000006"
+    resumed = Trainer(cfg, resume=trainer.run_dir)  # the last checkpoint loads and resumes
+    assert resumed.step == 6 and resumed.nonfinite_total == 3
+    model = i2i.load(trainer.run_dir, device="cpu")
+    assert torch.isfinite(model.translate(torch.zeros(1, 3, 32, 32))).all()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_seeded_runs_are_bit_identical_on_cpu(tmp_path, example_data, tiny, workers):
+    """Same seed + deterministic: identical weights, with or without worker processes (and across worker counts)."""
+    fields = {**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "steps": 6, "deterministic": True}
+    first = i2i.train(out=str(tmp_path / "a"), **{**fields, "workers": workers})
+    second = i2i.train(out=str(tmp_path / "b"), **{**fields, "workers": workers})
+    assert_same_weights(final_weights(first), final_weights(second))
+    if workers:
+        single = i2i.train(out=str(tmp_path / "c"), **{**fields, "workers": 0})
+        assert_same_weights(final_weights(first), final_weights(single))
+    other = final_weights(i2i.train(out=str(tmp_path / "d"), **{**fields, "seed": 1}))
+    assert any(not torch.equal(a, other[k]) for k, a in final_weights(first).items())  # the seed matters
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_long_run_memory_and_files_stay_flat(tmp_path, example_data, tiny):
+    """~40 epochs (160 steps) with 2 workers: RSS (main + workers) and open files flat after warm-up."""
+    cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
+                       "steps": 160, "workers": 2, "checkpoint_every": 40, "log_every": 10})
+    trainer = Trainer(cfg)
+    after_step, samples = trainer._after_step, {}
+
+    def measuring_after_step(logs, bar):
+        after_step(logs, bar)
+        if trainer.step in (40, 160):
+            pids = [os.getpid(), *_children(os.getpid())]
+            samples[trainer.step] = (sum(_rss_kib(p) for p in pids), len(os.listdir("/proc/self/fd")), len(pids))
+
+    trainer._after_step = measuring_after_step
+    trainer.fit()
+    (rss_warm, fds_warm, procs_warm), (rss_end, fds_end, procs_end) = samples[40], samples[160]
+    assert procs_warm == procs_end == 3  # persistent workers: no process churn
+    assert fds_end <= fds_warm + 2, (fds_warm, fds_end)
+    assert rss_end - rss_warm < 40 * 1024, f"RSS grew {(rss_end - rss_warm) / 1024:.1f} MiB over 120 steps"
+    print(f"RSS main+workers {rss_warm / 1024:.0f} -> {rss_end / 1024:.0f} MiB, fds {fds_warm} -> {fds_end}")
