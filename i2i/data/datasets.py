@@ -111,8 +111,8 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        for attempt in range(len(self)):  # a new seed per attempt: unpaired data then draws another B image too
-            item = self.load((index + attempt) % len(self), seed + attempt)
+        for attempt in range(len(self)):
+            item = self.load((index + attempt) % len(self), seed)
             if item is not None:
                 return item
         raise I2IError("no image in the dataset could be decoded")
@@ -133,10 +133,13 @@ class UnpairedDataset(FolderDataset):
         return max(len(self.files_a), len(self.files_b))
 
     def load(self, index, seed):
-        rng = random.Random(seed)
         a = self.read(self.files_a[index % len(self.files_a)])
-        b = self.read(self.files_b[rng.randrange(len(self.files_b))])
-        if a is None or b is None:
+        if a is None:
+            return None
+        n = len(self.files_b)
+        start = random.Random(seed).randrange(n)  # a random B; the next readable one if it cannot be decoded
+        b = next((image for i in range(n) if (image := self.read(self.files_b[(start + i) % n])) is not None), None)
+        if b is None:
             return None
         self.augment.set_random_seed(seed)
         a = self.augment(image=a)["image"]
