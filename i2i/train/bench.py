@@ -382,8 +382,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                                   "dense bf16 datasheet); FLOPs counted once per mode and batch with "
                                   "torch.utils.flop_counter.FlopCounterMode on one eager training step",
               "rows": rows}
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    Path(args.markdown).write_text(markdown_table(rows))
+    for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, markdown_table(rows))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
     print(f"i2i: wrote {args.json} and {args.markdown}")
     return 0
 
