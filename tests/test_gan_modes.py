@@ -232,7 +232,8 @@ def test_sample_cli(tmp_path, tiny, single_data, capsys):
 
 def test_sample_cli_per_class(tmp_path, tiny, class_data, capsys):
     run = train(tmp_path, tiny, "cgan", class_data, steps=1)
-    assert main(["sample", "--checkpoint", str(run), "--class", "all", "--n", "4", "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["sample", "--checkpoint", str(run), "--class", "all", "--n", "4",
+                 "--out", str(tmp_path / "c.png")]) == 0
     assert Image.open(tmp_path / "c.png").size == (4 * 34 + 2, 3 * 34 + 2)  # one row per class
     assert main(["sample", "--checkpoint", str(run), "--class", "all", "--n", "2", "--out", str(tmp_path / "c")]) == 0
     assert {p.name: len(list(p.glob("*.png"))) for p in (tmp_path / "c").iterdir()} == dict.fromkeys(CLASSES, 2)

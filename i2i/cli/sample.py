@@ -10,8 +10,7 @@ from ..errors import I2IError
 def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate images from a gan or cgan checkpoint",
                        description="Generate images from noise with a gan/cgan checkpoint (EMA weights when kept). "
-                       "--out ending in .png writes one grid, anything else a folder of numbered PNG files.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "--out ending in .png writes one grid, anything else a folder of numbered PNG files.")
     p.add_argument("--checkpoint", required=True, help="run folder (latest checkpoint) or checkpoint folder")
     p.add_argument("--out", required=True, help="output folder, or a .png file for one grid")
     p.add_argument("--n", type=int, default=None,
@@ -21,8 +20,8 @@ def add_parser(sub) -> None:
                    help="cgan: generate this class (name or index), or 'all' for one row / sub-folder per class")
     p.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
                    help="latent interpolations (slerp) of STEPS images each, one per row")
-    p.add_argument("--batch-size", type=int, default=64, help="images per generator call")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=64, help="images per generator call (default 64)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
                    help="default: bf16 on CUDA, fp32 on CPU")
     p.set_defaults(run=run)
