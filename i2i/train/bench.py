@@ -315,7 +315,7 @@ def _assignment(text: str) -> tuple[str, Any]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's flags (shared by ``i2i bench`` and ``tools/bench.py``)."""
     p.add_argument("--modes", type=_list(str), default=None,
-                   help="comma-separated modes (default: every registered mode)")
+                   help="comma-separated modes; not given: every registered mode")
     p.add_argument("--sources", type=_list(str), default=["synthetic"],
                    help="synthetic (device tensors straight to the step) and/or folder (JPEGs through the loader)")
     p.add_argument("--precisions", type=_list(str), default=["fp32", "bf16"], help="fp32, bf16, fp16")
@@ -337,10 +337,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help=f"peak to report achieved TFLOP/s against (default on CUDA: {DEFAULT_PEAK_TFLOPS:g}, the "
                         "H100 SXM dense bf16 datasheet figure; none on CPU)")
-    p.add_argument("--data", default=None, help="JPEG folder for the folder source (default: generated)")
+    p.add_argument("--data", default=None, help="image folder for the folder source, in the layout of the "
+                   "modes' data kind (not given: generated JPEGs)")
     p.add_argument("--make-jpegs", type=int, default=64, metavar="N",
                    help="images per folder to generate for the folder source when --data is not given")
-    p.add_argument("--jpeg-size", type=int, default=None, help="side of generated JPEGs (default: --size)")
+    p.add_argument("--jpeg-size", type=int, default=None, help="side of generated JPEGs (not given: --size)")
     p.add_argument("--json", default="bench.json", help="where to write the results as JSON")
     p.add_argument("--markdown", default="bench.md", help="where to write the Markdown table")
 
