@@ -72,3 +72,9 @@ def test_factories_reject_unknown_names():
         make_norm("groupz", 4)
     with pytest.raises(ValueError, match="activation"):
         make_activation("swishy")
+
+
+def test_init_reaches_spectral_normed_weights():
+    d = init_weights(PatchDiscriminator(ndf=8, n_layers=2, spectral_norm=True), "normal", 0.02)
+    stored = d.model[0].parametrizations.weight.original
+    assert abs(float(stored.detach().std()) - 0.02) < 0.005  # PyTorch's default init would give ~0.08

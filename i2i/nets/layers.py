@@ -141,7 +141,9 @@ def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02) ->
     init = _choice(inits, kind, "init")
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            init(m.weight)
+            # a spectral-normed layer computes .weight from the stored .original: initialise that one
+            parametrized = nn.utils.parametrize.is_parametrized(m, "weight")
+            init(m.parametrizations.weight.original if parametrized else m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d,)) and m.weight is not None:
