@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import i2i.modes.cyclegan as cyclegan_module
 from i2i.config import make_config
+from i2i.errors import I2IError
 from i2i.modes.parts import run_batched
 from i2i.nets.generators import ResnetGenerator, set_grad_checkpoint
 from i2i.nets.layers import InstanceNorm2d
@@ -127,6 +128,9 @@ def test_grad_checkpoint_gives_the_same_gradients(example_data, tiny, tmp_path):
     assert not plain.nets["G_AB"].grad_checkpoint
     assert_same_losses(ckpt_logs, plain_logs, rel=1e-6)
     assert_same_weights(ckpt, plain, atol=1e-6)
+    with pytest.raises(I2IError, match="no network of mode 'pix2pix' supports it"):  # U-Net: not silently ignored
+        Trainer(make_config({**tiny, "mode": "pix2pix", "data": str(example_data / "paired"), "grad_checkpoint": True,
+                             "out": str(tmp_path / "c")}))
 
 
 COMPILE_SCRIPT = textwrap.dedent("""

@@ -67,7 +67,9 @@ class Trainer:
             module.to(self.device).eval().requires_grad_(False)
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
-        set_grad_checkpoint(self.nets, cfg.grad_checkpoint)
+        if not set_grad_checkpoint(self.nets, cfg.grad_checkpoint) and cfg.grad_checkpoint:
+            raise I2IError(f"--grad-checkpoint: no network of mode '{cfg.mode}' supports it (the ResNet generator "
+                           "does: cyclegan, encoder, pix2pix --generator resnet)")
         if cfg.sync_bn and self.world_size > 1:
             dist.convert_sync_batchnorm(self.nets, self.device)
         self.ema = self._make_ema()
