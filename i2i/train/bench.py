@@ -198,9 +198,10 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
             batches = loader_batches(trainer)
             next_batch = lambda: next(batches)
         key = (setting.mode, setting.batch)
-        if key not in flops_cache:  # FLOPs depend on the networks and batch, not on precision, layout or compile
-            counter = trainer if not setting.compile else build_trainer(
-                Setting(**{**asdict(setting), "compile": False}), opts, data, out)
+        if key not in flops_cache:  # model FLOPs: the same for any precision, layout, compile or recomputation
+            plain = not (setting.compile or setting.grad_checkpoint)
+            counter = trainer if plain else build_trainer(
+                Setting(**{**asdict(setting), "compile": False, "grad_checkpoint": False}), opts, data, out)
             flops_cache[key] = count_step_flops(counter, synthetic_batch(kind, setting.batch, opts.size,
                                                                          counter.device, trainer.cfg.num_classes))
             if counter is not trainer:
@@ -380,8 +381,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     report = {"environment": environment(args.device),
               "options": {k: v for k, v in asdict(opts).items() if k not in ("work_dir", "folder_data")},
               "peak_tflops_note": "peak_frac = achieved TFLOP/s / --peak-tflops (default on CUDA: 989, H100 SXM "
-                                  "dense bf16 datasheet); FLOPs counted once per mode and batch with "
-                                  "torch.utils.flop_counter.FlopCounterMode on one eager training step",
+                                  "dense bf16 datasheet); model FLOPs counted once per mode and batch with "
+                                  "torch.utils.flop_counter.FlopCounterMode on one eager training step "
+                                  "(gradient-checkpointing recomputation not counted)",
               "rows": rows}
     for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, markdown_table(rows))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
