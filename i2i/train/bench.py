@@ -187,6 +187,9 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
     out = str(Path(opts.work_dir) / "runs" / setting.mode)
     trainer = None
     try:
+        key = (setting.mode, setting.batch)
+        if key not in flops_cache:  # model FLOPs: the same for any precision, layout, compile or recomputation
+            flops_cache[key] = model_flops(setting, opts, data, out, kind)
         trainer = build_trainer(setting, opts, data, out)
         device = trainer.device
         if device.type == "cuda":
@@ -197,15 +200,6 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
         else:
             batches = loader_batches(trainer)
             next_batch = lambda: next(batches)
-        key = (setting.mode, setting.batch)
-        if key not in flops_cache:  # model FLOPs: the same for any precision, layout, compile or recomputation
-            plain = not (setting.compile or setting.grad_checkpoint)
-            counter = trainer if plain else build_trainer(
-                Setting(**{**asdict(setting), "compile": False, "grad_checkpoint": False}), opts, data, out)
-            flops_cache[key] = count_step_flops(counter, synthetic_batch(kind, setting.batch, opts.size,
-                                                                         counter.device, trainer.cfg.num_classes))
-            if counter is not trainer:
-                del counter
         windows, wait_share = time_windows(trainer, next_batch, opts.warmup, opts.steps, opts.repeats)
         step_s = statistics.median(windows) / opts.steps
         tflops = flops_cache[key] / step_s / 1e12
@@ -229,12 +223,28 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
         row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     finally:
         del trainer
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _release_memory()
         if setting.compile:
             torch._dynamo.reset()
     return row
+
+
+def model_flops(setting: Setting, opts: Options, data: str, out: str, kind: str) -> float:
+    """FLOPs of one step of a plain (eager, not checkpointed) trainer for the setting's mode and batch size."""
+    counter = build_trainer(Setting(**{**asdict(setting), "compile": False, "grad_checkpoint": False}), opts, data,
+                            out)
+    try:
+        return count_step_flops(counter, synthetic_batch(kind, setting.batch, opts.size, counter.device,
+                                                         counter.cfg.num_classes))
+    finally:
+        del counter
+        _release_memory()
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 # --- sweep and reports -----------------------------------------------------------------------------------------
