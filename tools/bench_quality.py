@@ -50,7 +50,7 @@ def train_fields(mode: str, args: argparse.Namespace, data: Path, out: Path) -> 
                   sample_every=args.steps, checkpoint_every=args.steps, keep_checkpoints=1)
     if mode == "unit" and args.size < 128:
         fields["d_scales"] = 1  # its 3-scale default needs >= 128 px
-    if mode == "encoder" and args.encoder_weights:
+    if mode == "encoder":
         fields.update(encoder=args.encoder, encoder_weights=args.encoder_weights)
     return fields
 
