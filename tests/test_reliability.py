@@ -94,18 +94,21 @@ def test_kill9_resume_bit_exact(tmp_path, example_data, tiny):
     assert len(list_checkpoints(run)) == 2  # keep_checkpoints
 
 
-def test_sigterm_to_process_group_saves_and_exits_143(tmp_path, example_data):
-    """SIGTERM to the whole group (as SLURM/containers do), workers included: checkpoint at the step reached."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_to_process_group_saves_and_exits(tmp_path, example_data, signum):
+    """Ctrl-C in a terminal / SIGTERM from SLURM reach the whole group, workers included: the run saves the step it
+    reached and exits 130 / 143."""
     run = tmp_path / "run"
     process = subprocess.Popen(train_cmd("--data", str(example_data / "unpaired"), "--steps", "1000", "--workers", "2",
                                          "--out", str(run), *TINY_FLAGS), env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert wait_for(lambda: latest_step(run) >= 2, 60, process)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert "stopped by SIGTERM at step" in stderr and f"--resume {run}" in stderr
-    reached = int(stderr.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} at step" in stderr and f"--resume {run}" in stderr
+    reached = int(stderr.split(f"stopped by {name} at step ")[1].split(";")[0])
     assert latest_step(run) == reached
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == reached  # log_every=1
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
