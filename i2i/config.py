@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +95,7 @@ class TrainConfig:
     log_every: int = opt(10, "steps between logged losses")
     sample_every: int = opt(500, "steps between sample grids")
     checkpoint_every: int = opt(1000, "steps between checkpoints")
-    keep_checkpoints: int = opt(3, "how many recent checkpoints to keep")
+    keep_checkpoints: int = opt(3, "how many recent checkpoints to keep (0 keeps all)")
     max_nonfinite: int = opt(20, "stop after this many consecutive non-finite steps")
     skip_bad_images: bool = opt(True, "report and skip unreadable images when indexing (else fail fast)")
     max_pixels: int = opt(200_000_000, "refuse images with more pixels (decompression-bomb guard)")
@@ -108,6 +110,8 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_MINIMUM = {"steps": 1, "epochs": 1, "batch_size": 1, "size": 1, "load_size": 1, "workers": 0, "log_every": 1,
+            "sample_every": 1, "checkpoint_every": 1, "keep_checkpoints": 0, "max_nonfinite": 1, "max_pixels": 1}
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
@@ -122,6 +126,8 @@ def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
     kind = field_type(name)
+    if kind is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
     if kind is bool and not isinstance(value, bool):
         if str(value).lower() in ("1", "true", "yes", "on"):
             return True
@@ -140,6 +146,8 @@ def _coerce(name: str, value: Any) -> Any:
     choices = FIELDS[name].metadata.get("choices")
     if choices and value not in choices:
         raise I2IError(f"config field '{name}' must be one of {', '.join(choices)}; got {value!r}")
+    if name in _MINIMUM and value < _MINIMUM[name]:
+        raise I2IError(f"config field '{name}' must be at least {_MINIMUM[name]}; got {value!r}")
     return value
 
 
@@ -147,7 +155,9 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     """Build a config from a dict, naming any unknown key or badly typed value."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise I2IError(f"unknown config field(s): {', '.join(unknown)}")
+        hints = [f"{k} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(k, FIELDS, 3))
+                 else k for k in unknown]
+        raise I2IError(f"unknown config field(s): {'; '.join(hints)}. Run 'i2i train --help' for the fields")
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 
@@ -156,12 +166,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise I2IError(f"config file not found: {path}")
+    import yaml
     text = path.read_text()
-    if path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-        data = yaml.safe_load(text) or {}
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+    except (ValueError, yaml.YAMLError) as e:
+        raise I2IError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                       f"{str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise I2IError(f"config file {path} must hold a mapping of field: value")
     return data

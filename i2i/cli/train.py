@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 
 from ..config import FIELDS, field_type, make_config, read_config_file
@@ -13,6 +14,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="YAML or JSON file of config fields (flags override it)")
     p.add_argument("--resume", metavar="RUNDIR", help="continue the run in RUNDIR from its latest checkpoint")
+    p.add_argument("--strict", dest="skip_bad_images", action="store_false", default=argparse.SUPPRESS,
+                   help="fail on the first unreadable image instead of skipping it (= --no-skip-bad-images)")
     for name, f in FIELDS.items():
         kind = field_type(name)
         flag = "--" + name.replace("_", "-")
@@ -33,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         values = {**saved, **values, "out": str(args.resume)}
     cfg = make_config({**values, **flags})
     run_dir = train(cfg, resume=args.resume)
-    print(f"i2i: run saved in {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per torchrun process
+        print(f"i2i: run saved in {run_dir}")
     return 0

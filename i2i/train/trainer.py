@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -14,6 +17,7 @@ from tqdm import tqdm
 
 from ..config import TrainConfig, save_config
 from ..data import ResumableSampler, make_dataset
+from ..data.datasets import ignore_stop_signals
 from ..errors import I2IError
 from ..modes.base import Mode, StepOutput, create_mode
 from ..nets.generators import set_grad_checkpoint
@@ -46,11 +50,14 @@ class Trainer:
         checkpoint = find_checkpoint(resume) if resume else None
         if not cfg.data:
             raise I2IError("no dataset given: pass --data DIR")
+        cfg = dataclasses.replace(cfg, data=str(Path(cfg.data).expanduser().resolve()),  # saved configs work from
+                                  out=str(Path(cfg.out).expanduser().resolve()))       # any working directory
         if cfg.batch_size % self.world_size:
             raise I2IError(f"batch size {cfg.batch_size} is not divisible by the {self.world_size} DDP processes")
         self.device = pick_device(cfg.device, local_rank)
         seed_everything(cfg.seed)
         if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (before its first use)
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
@@ -95,6 +102,7 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
                                  num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=cfg.workers > 0, generator=torch.Generator(),
+                                 worker_init_fn=ignore_stop_signals if cfg.workers > 0 else None,
                                  prefetch_factor=4 if cfg.workers > 0 else None)
         self.total_steps = cfg.steps or (cfg.epochs or 200) * self.steps_per_epoch
         self.schedulers = {phase: torch.optim.lr_scheduler.LambdaLR(
@@ -104,6 +112,8 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
         self.stop_requested = False
+        self.stop_signal: Optional[int] = None  # the SIGINT/SIGTERM that stopped fit(), if any
+        self.saved_step = -1
         if checkpoint is not None:
             self._restore(checkpoint)
         self.logger = RunLogger(self.run_dir, cfg.tensorboard) if self.rank == 0 else None
@@ -172,18 +182,23 @@ class Trainer:
         return {**batch, **{k: self.gpu_augment(batch[k]) for k in images}}
 
     def _run_phase(self, phase: str, compute: Callable[[], StepOutput]) -> tuple[StepOutput, bool]:
-        """Forward under autocast, backward with scaling, optimiser step; skips the update if the loss is not finite."""
+        """Forward under autocast, backward with scaling, optimiser step. The update is skipped when the loss or
+        (fp32/bf16) a gradient is not finite; the fp16 scaler skips steps whose gradients overflowed by itself."""
         for p_phase, params in self.phase_params.items():
             for p in params:
                 p.requires_grad_(p_phase == phase)
         self.mode.nets = self.phase_nets[phase]
         with autocast(self.device, self.precision):
             out = compute()
-        finite = dist.all_true(torch.isfinite(out.loss.detach()))
         optimizer, scaler = self.optimizers[phase], self.scalers[phase]
+        scaler.scale(out.loss).backward()
+        finite = torch.isfinite(out.loss.detach())
+        grads = [p.grad for p in self.phase_params[phase] if p.grad is not None]
+        if grads and not scaler.is_enabled():
+            finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        finite = dist.all_true(finite)  # one host sync per phase
         if finite or scaler.is_enabled():
-            scaler.scale(out.loss).backward()
-            scaler.step(optimizer)  # the fp16 scaler itself skips steps whose gradients overflowed
+            scaler.step(optimizer)
             scaler.update()
         optimizer.zero_grad(set_to_none=True)
         return out, finite
@@ -195,7 +210,10 @@ class Trainer:
             batch = self._augment_on_gpu(batch)
         self.mode.progress = self.step / self.total_steps
         g, g_finite = self._run_phase("G", lambda: self.mode.generator_step(batch))
-        d, d_finite = self._run_phase("D", lambda: self.mode.discriminator_step(batch, g.outputs))
+        if g_finite:
+            d, d_finite = self._run_phase("D", lambda: self.mode.discriminator_step(batch, g.outputs))
+        else:  # G's outputs may be non-finite too: keep them away from D (and image pools); the whole step is skipped
+            d, d_finite = StepOutput(torch.full((), float("nan"))), False
         self.mode.nets = self.nets
         lr = torch.tensor(self.optimizers["G"].param_groups[0]["lr"])  # the LR this step used
         for scheduler in self.schedulers.values():
@@ -213,7 +231,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.cfg.ema_decay
+        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up: forget the random init fast
         for name, ema_net in self.ema.items():
             net = self.nets[name]
             torch._foreach_lerp_(list(ema_net.parameters()), list(net.parameters()), 1.0 - decay)
@@ -222,7 +240,11 @@ class Trainer:
 
     # --- loop ---------------------------------------------------------------------------------------------
     def fit(self) -> Path:
-        """Train until ``total_steps``; SIGINT/SIGTERM save a checkpoint and stop cleanly. Returns the run folder."""
+        """Train until ``total_steps``; returns the run folder.
+
+        SIGINT/SIGTERM finish the current step and save a checkpoint, then act as the signal would have: SIGINT raises
+        KeyboardInterrupt (the CLI exits 130), SIGTERM raises SystemExit(143).
+        """
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
             if _main_thread() else {}
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
@@ -246,19 +268,27 @@ class Trainer:
                 signal.signal(s, handler)
             if self.logger is not None:
                 self.logger.close()
+        if self.stop_signal is not None:
+            if self.rank == 0:
+                print(f"i2i: stopped by {signal.Signals(self.stop_signal).name} at step {self.step}; checkpoint saved. "
+                      f"Continue with: i2i train --resume {self.run_dir}", file=sys.stderr)
+            if self.stop_signal == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + self.stop_signal)
         return self.run_dir
 
     def _after_step(self, logs: dict[str, torch.Tensor], bar: tqdm) -> None:
         cfg = self.cfg
-        if self.nonfinite_in_a_row >= cfg.max_nonfinite:
-            raise I2IError(f"{self.nonfinite_in_a_row} non-finite steps in a row at step {self.step}; stopping. "
-                           f"The last good checkpoint is in {self.run_dir}. Try a lower --lr or --precision fp32.")
-        if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+        if self.step % cfg.log_every == 0 or self.step == self.total_steps or self.nonfinite_in_a_row:
             values = {k: float(v) for k, v in dist.mean_over_ranks(logs).items()}
             values["nonfinite_steps"] = self.nonfinite_total
             if self.logger is not None:
                 self.logger.scalars(self.step, values)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("G", "D")})
+        if self.nonfinite_in_a_row >= cfg.max_nonfinite:
+            raise I2IError(f"{self.nonfinite_in_a_row} non-finite steps in a row at step {self.step} (these updates "
+                           f"were skipped); stopping. Continue from the last checkpoint with --resume {self.run_dir}, "
+                           f"e.g. with a lower --lr or --precision fp32.")
         if self.rank == 0 and (self.step % cfg.sample_every == 0 or self.step == self.total_steps):
             self.write_samples()
         if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
@@ -268,6 +298,7 @@ class Trainer:
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_requested = True
+        self.stop_signal = signum
 
     # --- outputs ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -283,7 +314,9 @@ class Trainer:
         return self.logger.samples(self.step, rows)
 
     def save(self) -> Optional[Path]:
-        """Checkpoint now (rank 0 writes; other ranks wait)."""
+        """Checkpoint now (rank 0 writes; other ranks wait); a no-op when this step is already saved."""
+        if self.step == self.saved_step:  # e.g. a stop or the end of the run right after a periodic save
+            return None
         path = None
         replicas = dist.replica_checksums(self.nets.parameters(), self.device)  # one row per rank
         if self.rank == 0:
@@ -303,19 +336,23 @@ class Trainer:
             }
             path = save_checkpoint(self.run_dir, self.step, self.cfg, weights, state, self.cfg.keep_checkpoints)
         dist.barrier()
+        self.saved_step = self.step
         return path
 
     def _restore(self, checkpoint: Path) -> None:
-        weights = load_weights(checkpoint)
-        self.nets.load_state_dict(weights["nets"])
-        if self.ema is not None and "ema" in weights:
-            self.ema.load_state_dict(weights["ema"])
-        state = load_state(checkpoint)
-        for group, objects in (("optimizers", self.optimizers), ("schedulers", self.schedulers),
-                               ("scalers", self.scalers)):
-            for key, obj in objects.items():
-                obj.load_state_dict(state[group][key])
-        self.step = int(state["step"])
+        weights, state = load_weights(checkpoint), load_state(checkpoint)
+        try:
+            self.nets.load_state_dict(weights["nets"])
+            if self.ema is not None and "ema" in weights:
+                self.ema.load_state_dict(weights["ema"])
+            for group, objects in (("optimizers", self.optimizers), ("schedulers", self.schedulers),
+                                   ("scalers", self.scalers)):
+                for key, obj in objects.items():
+                    obj.load_state_dict(state[group][key])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise I2IError(f"checkpoint {checkpoint} does not match this model/config: "
+                           f"{str(e).strip().splitlines()[0]}") from None
+        self.step = self.saved_step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.mode.load_extra_state(state.get("extra", {}))
         if state.get("world_size", 1) == self.world_size:
