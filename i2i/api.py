@@ -13,7 +13,7 @@ from torch import nn
 from .errors import I2IError
 from .modes.base import Mode, create_mode
 from .runtime import autocast, default_precision, pick_device, to_model_range, to_uint8
-from .train.checkpoint import find_checkpoint, load_checkpoint_config, load_weights
+from .train.checkpoint import find_checkpoint, load_checkpoint_config, load_weights, split_by_prefix
 
 
 def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> tuple[Mode, nn.ModuleDict]:
@@ -26,18 +26,10 @@ def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> t
     mode.nets.load_state_dict(weights["nets"])
     nets = dict(mode.nets.items())
     if use_ema and "ema" in weights:
-        for name, tensors in _by_net(weights["ema"]).items():
+        for name, tensors in split_by_prefix(weights["ema"]).items():
             nets[name].load_state_dict(tensors)
     inference = nn.ModuleDict(nets).to(device).eval().requires_grad_(False)
     return mode, inference
-
-
-def _by_net(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in flat.items():
-        name, _, rest = key.partition(".")
-        groups.setdefault(name, {})[rest] = value
-    return groups
 
 
 def network_stride(net: nn.Module) -> int:

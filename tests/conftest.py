@@ -30,11 +30,22 @@ def example_data(tmp_path_factory) -> Path:
     return load_script("datasets/make_example.py").build(out, size=32, n_train=8, n_test=2, seed=0)
 
 
+TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, batch_size=2, workers=0, tensorboard=False, log_every=1,
+            sample_every=1000, checkpoint_every=1000, device="cpu", seed=0)
+
+
 @pytest.fixture
 def tiny() -> dict:
     """Config fields for tiny, fast networks and runs."""
-    return dict(size=32, ngf=8, ndf=8, n_blocks=2, batch_size=2, workers=0, tensorboard=False, log_every=1,
-                sample_every=1000, checkpoint_every=1000, device="cpu", seed=0)
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def cyclegan_run(example_data, tmp_path_factory) -> Path:
+    """A tiny CycleGAN trained one step, shared by the tests that only need a checkpoint."""
+    import i2i
+    return i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), steps=1,
+                     out=str(tmp_path_factory.mktemp("cyclegan")), **TINY)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

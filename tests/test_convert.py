@@ -13,14 +13,9 @@ from i2i.cli import main
 from i2i.convert.folder import TEMP_SUFFIX, translate_folder, write_image
 from i2i.convert.tiling import ramp, tile_starts
 
-TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, batch_size=2, workers=0, tensorboard=False, log_every=1,
-            sample_every=1000, checkpoint_every=1000, device="cpu", seed=0)
-
-
 @pytest.fixture(scope="module")
-def run_dir(example_data, tmp_path_factory) -> Path:
-    return i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), steps=1,
-                     out=str(tmp_path_factory.mktemp("cyclegan")), **TINY)
+def run_dir(cyclegan_run) -> Path:
+    return cyclegan_run
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +247,8 @@ def test_translate_image_keeps_size(translator):
     assert batch.shape == (2, 3, 30, 41) and batch.abs().max() <= 1
 
 
-def test_load_pix2pix(example_data, tmp_path):
-    run = i2i.train(mode="pix2pix", data=str(example_data / "paired"), steps=1, out=str(tmp_path / "p2p"), **TINY)
+def test_load_pix2pix(example_data, tmp_path, tiny):
+    run = i2i.train(mode="pix2pix", data=str(example_data / "paired"), steps=1, out=str(tmp_path / "p2p"), **tiny)
     translator = i2i.load(run, device="cpu")
     assert translator.direction == "AtoB" and translator.stride == 32
     out = translator.translate_image(Image.fromarray(_smooth(45, 70)))

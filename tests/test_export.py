@@ -10,14 +10,9 @@ import i2i
 from i2i.cli import main
 from i2i.convert.export import TOLERANCE, export_translator
 
-TINY = dict(size=32, ngf=8, ndf=8, n_blocks=2, batch_size=2, workers=0, tensorboard=False, log_every=1,
-            sample_every=1000, checkpoint_every=1000, device="cpu", seed=0)
-
-
 @pytest.fixture(scope="module")
-def run_dir(example_data, tmp_path_factory) -> Path:
-    return i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), steps=1,
-                     out=str(tmp_path_factory.mktemp("cyclegan")), **TINY)
+def run_dir(cyclegan_run) -> Path:
+    return cyclegan_run
 
 
 @pytest.fixture(scope="module")

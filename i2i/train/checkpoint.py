@@ -46,7 +46,8 @@ def _flatten(groups: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tens
             for group, tensors in groups.items() for key, value in tensors.items()}
 
 
-def _unflatten(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+def split_by_prefix(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"G.w": t}`` to ``{"G": {"w": t}}``: the inverse of flattening one level of a state dict."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in flat.items():
         group, _, rest = key.partition(".")
@@ -111,7 +112,7 @@ def find_checkpoint(path: str | Path) -> Path:
 def load_weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
     """Networks (``nets``) and EMA (``ema``) tensors of a checkpoint; safetensors never runs code."""
     try:
-        return _unflatten(load_file(str(checkpoint / "weights.safetensors")))
+        return split_by_prefix(load_file(str(checkpoint / "weights.safetensors")))
     except (SafetensorError, OSError) as e:
         raise I2IError(f"cannot read {checkpoint / 'weights.safetensors'}: {e}") from None
 
