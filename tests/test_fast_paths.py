@@ -162,3 +162,25 @@ def test_torch_compile_matches_eager_on_cpu():
         pytest.skip(f"torch.compile does not work here: {result.stderr.strip().splitlines()[-1]}")
     output_diff, grad_diff = (float(v) for v in result.stdout.split())
     assert output_diff < 1e-5 and grad_diff < 1e-5
+
+
+@pytest.mark.parametrize("mode,d_scales", [("cyclegan", 1), ("unit", 2)])
+def test_batched_real_and_fake_discriminator_call_is_exact(monkeypatch, mode, d_scales):
+    """One D call on [real; fake] gives the loss and gradients of two calls (instance-norm D, single and multi-scale)."""
+    from i2i.modes import base
+    torch.manual_seed(0)
+    model = base.create_mode(make_config(dict(mode=mode, size=48, ngf=8, ndf=8, n_blocks=2, d_layers=2,
+                                              d_scales=d_scales)))
+    real, fake = torch.randn(2, 3, 48, 48), torch.randn(2, 3, 48, 48)
+
+    def loss_and_grads():
+        model.nets.zero_grad(set_to_none=True)
+        loss = model.adversarial_d("D_A", real, fake)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.nets["D_A"].parameters()]
+
+    batched = loss_and_grads()
+    monkeypatch.setattr(base, "per_sample_norm", lambda norm: False)
+    separate = loss_and_grads()
+    assert torch.allclose(batched[0], separate[0], rtol=1e-6, atol=1e-7)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(batched[1], separate[1]))

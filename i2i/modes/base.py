@@ -11,6 +11,7 @@ from ..config import TrainConfig, resolve
 from ..errors import I2IError
 from ..losses.adversarial import AdversarialLoss, gradient_penalty, r1_penalty
 from ..nets.layers import init_weights
+from .parts import per_sample_norm
 
 MODES: dict[str, type["Mode"]] = {}
 
@@ -106,14 +107,23 @@ class Mode:
 
     def adversarial_d(self, d_name: str, real: torch.Tensor, fake: torch.Tensor,
                       **condition: torch.Tensor) -> torch.Tensor:
-        """Discriminator loss on a real and a (detached) fake batch, plus the configured GP / R1 penalties."""
+        """Discriminator loss on a real and a (detached) fake batch, plus the configured GP / R1 penalties.
+
+        Real and fake go through D in one call when D treats samples independently (no batch norm, no minibatch
+        std): the same numbers, half the kernel launches. ``condition`` is shared by real and fake.
+        """
         net = self.nets[d_name]
+        real_in, fake_in = self._noisy(real), self._noisy(fake.detach())
+        if per_sample_norm(self.cfg.d_norm) and not self.cfg.minibatch_std:
+            doubled = {k: torch.cat([v, v]) for k, v in condition.items()}
+            real_logits, fake_logits = _split_logits(net(torch.cat([real_in, fake_in]), **doubled), len(real))
+        else:
+            real_logits, fake_logits = net(real_in, **condition), net(fake_in, **condition)
+        loss = self.adversarial.discriminator(real_logits, fake_logits)
 
         def d(x: torch.Tensor):
             return net(x, **condition)
 
-        fake = fake.detach()
-        loss = self.adversarial.discriminator(d(self._noisy(real)), d(self._noisy(fake)))
         if self.cfg.gp_weight:
             loss = loss + self.cfg.gp_weight * gradient_penalty(d, real, fake)
         if self.cfg.r1_gamma:
@@ -125,3 +135,10 @@ class Mode:
         if self.perceptual is None:
             return output.new_zeros(())
         return self.cfg.perceptual_weight * self.perceptual(output, reference)
+
+
+def _split_logits(logits: Any, n: int) -> tuple[Any, Any]:
+    """Split D's output on a [real; fake] batch (one map, or a list of maps per scale) into real and fake parts."""
+    if isinstance(logits, torch.Tensor):
+        return logits[:n], logits[n:]
+    return [x[:n] for x in logits], [x[n:] for x in logits]
