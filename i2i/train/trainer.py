@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -216,8 +217,10 @@ class Trainer:
             d, d_finite = StepOutput(torch.full((), float("nan"))), False
         self.mode.nets = self.nets
         lr = torch.tensor(self.optimizers["G"].param_groups[0]["lr"])  # the LR this step used
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn about the order
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         if self.ema is not None:
             self._update_ema()
         if g_finite and d_finite:
