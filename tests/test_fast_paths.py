@@ -19,7 +19,8 @@ import i2i.modes.cyclegan as cyclegan_module
 from i2i.config import make_config
 from i2i.errors import I2IError
 from i2i.modes.parts import run_batched
-from i2i.nets.generators import ResnetGenerator, set_grad_checkpoint
+from i2i.nets.generators import ResnetGenerator
+from i2i.nets.layers import ResidualBlock, set_grad_checkpoint
 from i2i.nets.layers import InstanceNorm2d
 from i2i.train.trainer import Trainer
 
@@ -114,7 +115,7 @@ def test_grad_checkpoint_gives_the_same_gradients(example_data, tiny, tmp_path):
     x = torch.randn(2, 3, 32, 32)
     grads = []
     for enabled in (False, True):
-        assert set_grad_checkpoint(net, enabled) == 1
+        assert set_grad_checkpoint(net, enabled) == 3  # one per residual block
         torch.manual_seed(1)
         net.zero_grad()
         net(x).square().mean().backward()
@@ -124,11 +125,12 @@ def test_grad_checkpoint_gives_the_same_gradients(example_data, tiny, tmp_path):
     # through the trainer: the option reaches both generators and the steps are unchanged
     plain_logs, plain = train_steps(example_data, tiny, tmp_path / "a")
     ckpt_logs, ckpt = train_steps(example_data, tiny, tmp_path / "b", grad_checkpoint=True)
-    assert ckpt.nets["G_AB"].grad_checkpoint and ckpt.nets["G_BA"].grad_checkpoint
-    assert not plain.nets["G_AB"].grad_checkpoint
+    blocks = [m for name in ("G_AB", "G_BA") for m in ckpt.nets[name].modules() if isinstance(m, ResidualBlock)]
+    assert blocks and all(b.grad_checkpoint for b in blocks)
+    assert not any(m.grad_checkpoint for m in plain.nets["G_AB"].modules() if isinstance(m, ResidualBlock))
     assert_same_losses(ckpt_logs, plain_logs, rel=1e-6)
     assert_same_weights(ckpt, plain, atol=1e-6)
-    with pytest.raises(I2IError, match="no network of mode 'pix2pix' supports it"):  # U-Net: not silently ignored
+    with pytest.raises(I2IError, match="no network of mode 'pix2pix' has residual blocks"):  # U-Net: not silently ignored
         Trainer(make_config({**tiny, "mode": "pix2pix", "data": str(example_data / "paired"), "grad_checkpoint": True,
                              "out": str(tmp_path / "c")}))
 
@@ -184,3 +186,13 @@ def test_batched_real_and_fake_discriminator_call_is_exact(monkeypatch, mode, d_
     separate = loss_and_grads()
     assert torch.allclose(batched[0], separate[0], rtol=1e-6, atol=1e-7)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(batched[1], separate[1]))
+
+
+def test_grad_checkpoint_reaches_unit_blocks(example_data, tiny, tmp_path):
+    """UNIT's encoders and decoders (shared blocks included) are checkpointed too, with unchanged steps."""
+    unit = dict(mode="unit", d_scales=1)
+    plain_logs, plain = train_steps(example_data, tiny, tmp_path / "a", **unit)
+    ckpt_logs, ckpt = train_steps(example_data, tiny, tmp_path / "b", grad_checkpoint=True, **unit)
+    assert all(m.grad_checkpoint for m in ckpt.nets.modules() if isinstance(m, ResidualBlock))
+    assert_same_losses(ckpt_logs, plain_logs, rel=1e-6)
+    assert_same_weights(ckpt, plain, atol=1e-6)

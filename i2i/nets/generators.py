@@ -5,7 +5,6 @@ import math
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .layers import ConvBlock, ResidualBlock, make_norm, uses_bias
 
@@ -28,22 +27,9 @@ class ResnetGenerator(nn.Module):
             ch //= 2
         layers.append(ConvBlock(ch, out_channels, 7, norm="none", activation="tanh", padding=padding))
         self.model = nn.Sequential(*layers)
-        self.grad_checkpoint = False  # recompute residual blocks in backward instead of storing their activations
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.grad_checkpoint and torch.is_grad_enabled()):
-            return self.model(x)
-        for layer in self.model:
-            x = checkpoint(layer, x, use_reentrant=False) if isinstance(layer, ResidualBlock) else layer(x)
-        return x
-
-
-def set_grad_checkpoint(module: nn.Module, enabled: bool) -> int:
-    """Switch gradient checkpointing on every submodule that supports it (has ``grad_checkpoint``); returns how many."""
-    found = [m for m in module.modules() if hasattr(m, "grad_checkpoint")]
-    for m in found:
-        m.grad_checkpoint = enabled
-    return len(found)
+        return self.model(x)
 
 
 class _UnetLevel(nn.Module):

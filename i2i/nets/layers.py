@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class InstanceNorm2d(nn.Module):
@@ -108,8 +109,20 @@ class ResidualBlock(nn.Module):
             ConvBlock(channels, channels, 3, norm=norm, activation="none", padding=padding),
         )
 
+        self.grad_checkpoint = False  # recompute the body in backward instead of storing its activations
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpoint and torch.is_grad_enabled():
+            return x + checkpoint(self.body, x, use_reentrant=False)  # dropout masks are replayed exactly
         return x + self.body(x)
+
+
+def set_grad_checkpoint(module: nn.Module, enabled: bool) -> int:
+    """Switch gradient checkpointing on every residual block of ``module``; returns how many blocks it found."""
+    blocks = [m for m in module.modules() if isinstance(m, ResidualBlock)]
+    for block in blocks:
+        block.grad_checkpoint = enabled
+    return len(blocks)
 
 
 class MinibatchStdDev(nn.Module):

@@ -21,7 +21,7 @@ from ..data import ResumableSampler, make_dataset
 from ..data.datasets import ignore_stop_signals
 from ..errors import I2IError
 from ..modes.base import Mode, StepOutput, create_mode
-from ..nets.generators import set_grad_checkpoint
+from ..nets.layers import set_grad_checkpoint
 from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
                        to_model_range)
 from . import distributed as dist
@@ -76,8 +76,8 @@ class Trainer:
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
         if not set_grad_checkpoint(self.nets, cfg.grad_checkpoint) and cfg.grad_checkpoint:
-            raise I2IError(f"--grad-checkpoint: no network of mode '{cfg.mode}' supports it (the ResNet generator "
-                           "does: cyclegan, encoder, pix2pix --generator resnet)")
+            raise I2IError(f"--grad-checkpoint: no network of mode '{cfg.mode}' has residual blocks to checkpoint "
+                           "(cyclegan, unit, encoder and pix2pix --generator resnet do)")
         if cfg.sync_bn and self.world_size > 1:
             dist.convert_sync_batchnorm(self.nets, self.device)
         self.ema = self._make_ema()
