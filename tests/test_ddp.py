@@ -9,7 +9,7 @@ exactly positions 2k and 2k+1, the single process's batch k (checked in ``test_r
 augmentation is seeded per image, not per rank. R1 (``autograd.grad`` with ``create_graph``) through the DDP-wrapped
 discriminators is included, so the double backward is checked against the single process too.
 
-Tolerances: losses agree to 1e-5 relative; conv weights to 1e-5 absolute; network outputs to 5e-4. Conv biases
+Tolerances: losses agree to 1e-5 relative; conv weights to 1e-5 absolute; network outputs to 1e-3. Conv biases
 directly followed by instance norm are left out of the weight comparison: their true gradient is 0 (the norm removes
 them), Adam turns float-noise gradients into steps of up to ~lr, and they have no effect on any output.
 """
@@ -78,7 +78,7 @@ def assert_same_model(a: Path, b: Path) -> None:
     x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32).sin()
     with torch.no_grad():
         for name in nets_a:
-            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=5e-4, msg=name)
+            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_ranks_together_see_the_single_batch(example_data):
