@@ -4,12 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .data.images import to_rgb8, to_tensor
 from .errors import I2IError
 from .modes.base import Mode, create_mode
 from .runtime import autocast, default_precision, pick_device, to_model_range, to_uint8
@@ -77,8 +77,7 @@ class Translator:
 
     def translate_image(self, image: Image.Image) -> Image.Image:
         """Translate a PIL image (any mode) at its native size; returns an RGB PIL image."""
-        from .data.images import to_rgb8
-        x = to_model_range(torch.from_numpy(np.ascontiguousarray(to_rgb8(image).transpose(2, 0, 1))))
+        x = to_model_range(to_tensor(to_rgb8(image)))
         y = to_uint8(self.translate(x)).permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(y)
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .errors import I2IError
 from .modes.base import Mode
+from .modes.gan import fixed_noise
 from .runtime import autocast, to_uint8
 
 Labels = Union[None, int, str, Sequence[Union[int, str]], torch.Tensor]
@@ -87,12 +88,7 @@ class Sampler:
 
     def noise(self, n: int, seed: Optional[int] = None) -> torch.Tensor:
         """n latent vectors (CPU) from ``seed``, or from a fresh random seed when None."""
-        generator = torch.Generator()
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        return torch.randn(n, self.latent_dim, generator=generator)
+        return fixed_noise(torch.Generator().seed() if seed is None else seed, n, self.latent_dim)
 
     @torch.inference_mode()
     def generate(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

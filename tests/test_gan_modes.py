@@ -18,7 +18,7 @@ from i2i.modes.base import create_mode
 from i2i.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from i2i.nets.layers import MinibatchStdDev
 from i2i.runtime import autocast
-from i2i.sampling import Sampler, slerp
+from i2i.sampling import slerp
 from i2i.train.checkpoint import find_checkpoint
 
 CLASSES = ("circle", "square", "triangle")

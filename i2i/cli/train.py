@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import dataclasses
 
 from ..config import FIELDS, field_type, make_config, read_config_file
 

@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, read_image
+from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, read_image, to_tensor
 from ..errors import I2IError
 from ..runtime import to_model_range
 from .tiling import translate_tiled
@@ -147,7 +147,7 @@ class DecodeDataset(Dataset):
         size = array.shape[:2]
         if self.resize:
             array = np.asarray(Image.fromarray(array).resize((self.resize, self.resize), Image.Resampling.BICUBIC))
-        return {"index": index, "image": torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))),
+        return {"index": index, "image": to_tensor(array),
                 "size": size}
 
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from ..errors import I2IError
-from .images import ImageReadError, check_image, list_images, read_image
+from .images import ImageReadError, check_image, list_images, read_image, to_tensor
 
 DATA_KINDS = ("unpaired", "paired", "single", "classes")
 
@@ -56,11 +56,6 @@ def make_augmentation(size: int, load_size: int, train: bool, flip: bool, crop: 
         if flip:
             steps.append(A.HorizontalFlip(p=0.5))
     return A.Compose(steps, additional_targets={"image_b": "image"} if paired else None)
-
-
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 array to a 3xHxW uint8 tensor (normalisation to [-1, 1] happens on the device)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def ignore_stop_signals(worker_id: int) -> None:

@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from ..errors import I2IError
@@ -78,3 +79,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             return to_rgb8(image)
     except Exception as e:  # decoders raise many types on malformed data; all mean "this file is unreadable"
         raise ImageReadError(f"unreadable image {path}: {e.__class__.__name__}: {e}") from None
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 array to a 3xHxW uint8 tensor (normalisation to [-1, 1] happens on the device)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

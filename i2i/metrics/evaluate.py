@@ -13,8 +13,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data.datasets import to_tensor
-from ..data.images import list_images, read_image
+from ..data.images import list_images, read_image, to_tensor
 from ..errors import I2IError
 from ..runtime import to_model_range
 from . import fid as fidlib

@@ -1,7 +1,6 @@
 """CycleGAN (Zhu et al. 2017): two generators, two PatchGANs, cycle and identity L1, image history pools."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

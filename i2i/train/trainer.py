@@ -106,8 +106,9 @@ class Trainer:
                                  worker_init_fn=ignore_stop_signals if cfg.workers > 0 else None,
                                  prefetch_factor=4 if cfg.workers > 0 else None)
         self.total_steps = cfg.steps or (cfg.epochs or 200) * self.steps_per_epoch
-        self.schedulers = {phase: torch.optim.lr_scheduler.LambdaLR(
-            self.optimizers[phase], linear_decay(self.total_steps, cfg.lr_decay)) for phase in PHASES}
+        self.lr_factor = linear_decay(self.total_steps, cfg.lr_decay)
+        self.schedulers = {phase: torch.optim.lr_scheduler.LambdaLR(self.optimizers[phase], self.lr_factor)
+                           for phase in PHASES}
         self.gpu_augment = self._make_gpu_augment() if cfg.gpu_augment else None
         self.step = 0
         self.nonfinite_in_a_row = 0
@@ -216,7 +217,6 @@ class Trainer:
         else:  # G's outputs may be non-finite too: keep them away from D (and image pools); the whole step is skipped
             d, d_finite = StepOutput(torch.full((), float("nan"))), False
         self.mode.nets = self.nets
-        lr = torch.tensor(self.optimizers["G"].param_groups[0]["lr"])  # the LR this step used
         with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn about the order
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             for scheduler in self.schedulers.values():
@@ -229,8 +229,7 @@ class Trainer:
             self.nonfinite_in_a_row += 1
             self.nonfinite_total += 1
         self.step += 1
-        return {"G": g.loss.detach(), "D": d.loss.detach(), "lr": lr,
-                **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
+        return {"G": g.loss.detach(), "D": d.loss.detach(), **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -284,6 +283,7 @@ class Trainer:
         cfg = self.cfg
         if self.step % cfg.log_every == 0 or self.step == self.total_steps or self.nonfinite_in_a_row:
             values = {k: float(v) for k, v in dist.mean_over_ranks(logs).items()}
+            values["lr"] = self.cfg.lr * self.lr_factor(self.step - 1)  # the LR the step just taken used
             values["nonfinite_steps"] = self.nonfinite_total
             if self.logger is not None:
                 self.logger.scalars(self.step, values)
