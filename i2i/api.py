@@ -13,7 +13,7 @@ from .data.images import to_rgb8, to_tensor
 from .errors import I2IError
 from .modes.base import Mode, create_mode
 from .runtime import autocast, default_precision, pick_device, to_model_range, to_uint8
-from .train.checkpoint import find_checkpoint, load_checkpoint_config, load_weights, split_by_prefix
+from .train.checkpoint import find_checkpoint, load_checkpoint_config, load_matching, load_weights
 
 
 def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> tuple[Mode, nn.ModuleDict]:
@@ -23,11 +23,10 @@ def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> t
     cfg.perceptual_weight = 0.0  # the frozen encoder is a training-only term
     mode = create_mode(cfg)
     weights = load_weights(checkpoint)
-    mode.nets.load_state_dict(weights["nets"])
+    load_matching(mode.nets, weights.get("nets", {}), checkpoint)
     nets = dict(mode.nets.items())
-    if use_ema and "ema" in weights:
-        for name, tensors in split_by_prefix(weights["ema"]).items():
-            nets[name].load_state_dict(tensors)
+    if use_ema and "ema" in weights:  # the EMA copies of the generators replace their raw weights
+        load_matching(nn.ModuleDict({name: nets[name] for name in mode.generators}), weights["ema"], checkpoint)
     inference = nn.ModuleDict(nets).to(device).eval().requires_grad_(False)
     return mode, inference
 

@@ -2,6 +2,7 @@
 determinism, and a data pipeline that does not leak over a long run."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import i2i
+from i2i.cli import main as cli
 from i2i.config import make_config
 from i2i.modes.base import StepOutput
 from i2i.train.checkpoint import find_checkpoint, list_checkpoints, load_state
@@ -138,18 +140,65 @@ def test_signal_finishes_step_saves_then_raises(tmp_path, example_data, tiny, si
 
 
 def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path, example_data, tiny):
-    """Half-written (.tmp_step_*) and incomplete step folders are never loaded; the next save removes leftovers."""
+    """Half-written (.tmp_step_*) and incomplete step folders are never loaded; the next save removes the leftovers
+    of dead processes and never the temporary folder of a live one."""
     fields = {**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "checkpoint_every": 1}
     run = i2i.train(out=str(tmp_path / "r"), steps=2, **fields)
     folder = run / "checkpoints"
-    (folder / ".tmp_step_00000099_12345").mkdir()
-    (folder / ".tmp_step_00000099_12345" / "weights.safetensors").write_bytes(b"half written")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID that no longer runs
+    live = subprocess.Popen(["sleep", "60"])
+    dead_tmp, live_tmp = folder / f".tmp_step_00000099_{dead.pid}", folder / f".tmp_step_00000099_{live.pid}"
+    for tmp in (dead_tmp, live_tmp):
+        tmp.mkdir()
+        (tmp / "weights.safetensors").write_bytes(b"half written")
     (folder / "step_00000098").mkdir()  # a step folder missing files (e.g. copied or deleted half-way)
     (folder / "step_00000098" / "weights.safetensors").write_bytes(b"")
     assert find_checkpoint(run).name == "step_00000002"
-    i2i.train(out=str(run), steps=3, resume=str(run), **fields)
+    try:
+        i2i.train(out=str(run), steps=3, resume=str(run), **fields)
+    finally:
+        live.kill()
+        live.wait()
     assert find_checkpoint(run).name == "step_00000003"
-    assert not (folder / ".tmp_step_00000099_12345").exists()
+    assert not dead_tmp.exists() and (live_tmp / "weights.safetensors").read_bytes() == b"half written"
+
+
+def test_run_lock_refuses_a_second_trainer_and_takes_over_a_dead_ones(tmp_path, example_data, capfd):
+    """A second trainer on a run being trained by another process is refused (exit 2, naming the owner's PID and
+    the folder) and the first trains on; after the first is killed (-9), its lock is stale: a resume takes it over
+    with a warning."""
+    run = tmp_path / "run"
+    first = subprocess.Popen(train_cmd("--data", str(example_data / "unpaired"), "--steps", "1000", "--workers", "0",
+                                       "--out", str(run), *TINY_FLAGS), env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: latest_step(run) >= 1, 60, first)
+        assert cli(["train", "--resume", str(run)]) == 2
+        assert f"i2i: error: run folder {run} is being trained by process {first.pid} on " in capfd.readouterr().err
+        reached = latest_step(run)
+        assert wait_for(lambda: latest_step(run) > reached + 1, 60, first) and first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    assert (run / ".lock").read_text().split()[0] == str(first.pid)  # kill -9 left the lock file
+    assert cli(["train", "--resume", str(run), "--steps", str(latest_step(run) + 1)]) == 0
+    assert f"taking over the lock of {run} left by process {first.pid} on " in capfd.readouterr().err
+    assert not (run / ".lock").exists()
+
+
+def test_run_lock_in_one_process(tmp_path, example_data, tiny):
+    """Two trainers of one run in one process are refused too; fit() and a failed start release the lock."""
+    cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
+                       "steps": 1})
+    first = Trainer(cfg)
+    with pytest.raises(i2i.I2IError, match=f"is being trained by process {os.getpid()} on "):
+        Trainer(cfg)
+    first.fit()
+    assert not (tmp_path / "r" / ".lock").exists()
+    with pytest.raises(i2i.I2IError, match="does not match"):
+        Trainer(dataclasses.replace(cfg, ngf=16), resume=tmp_path / "r")
+    Trainer(cfg, resume=tmp_path / "r").fit()  # neither left the lock behind
 
 
 class NaNGrad(torch.autograd.Function):

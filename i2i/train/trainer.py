@@ -25,7 +25,7 @@ from ..nets.layers import set_grad_checkpoint
 from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
                        to_model_range)
 from . import distributed as dist
-from .checkpoint import find_checkpoint, load_state, load_weights, save_checkpoint
+from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
 from .logging import RunLogger
 
@@ -68,7 +68,18 @@ class Trainer:
         self.precision = default_precision(self.device, cfg.precision)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         self.run_dir = Path(cfg.out).expanduser().resolve()
+        self.run_lock = RunLock(self.run_dir)  # one process trains a run at a time
+        if self.rank == 0:
+            self.run_lock.acquire()
+        try:
+            self._build(checkpoint)
+        except BaseException:
+            self.run_lock.release()
+            raise
 
+    def _build(self, checkpoint: Optional[Path]) -> None:
+        """The set-up that runs under the run lock."""
+        cfg = self.cfg
         seed_everything(cfg.seed + self.rank)  # weights are built; training randomness differs per rank
         self.nets = self.mode.nets.to(self.device)
         for module in self.mode.frozen_modules():
@@ -270,6 +281,7 @@ class Trainer:
                 signal.signal(s, handler)
             if self.logger is not None:
                 self.logger.close()
+            self.run_lock.release()
         if self.stop_signal is not None:
             if self.rank == 0:
                 print(f"i2i: stopped by {signal.Signals(self.stop_signal).name} at step {self.step}; checkpoint saved. "
