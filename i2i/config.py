@@ -101,9 +101,11 @@ class TrainConfig:
     max_pixels: int = opt(200_000_000, "refuse images with more pixels (decompression-bomb guard)")
     tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed")
     eval_every: int = opt(0, "steps between evaluations on the test split's ground truth (0 = off; see i2i eval)")
-    eval_metrics: str = opt("psnr,ssim", "comma-separated metrics for --eval-every: psnr, ssim, l1, fid, kid")
+    eval_metrics: str = opt("psnr,ssim", "comma-separated metrics for --eval-every: psnr, ssim, l1, lpips, fid, kid")
     keep_best: Optional[str] = opt(None, "keep the checkpoint with the best value of this eval metric in RUN/best/",
-                                   ("psnr", "ssim", "l1", "fid", "kid"))
+                                   ("psnr", "ssim", "l1", "lpips", "fid", "kid"))
+    fid_weights: Optional[str] = opt(None, "TF-Inception FID weights file for fid/kid in --eval-metrics "
+                                     "(default: torch-fidelity's file in torch's hub cache)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,3 +101,59 @@ def test_weights_that_run_code_are_refused(tmp_path):
     torch.save({"fc.weight": torch.zeros(1)} | {"x": print}, path)  # a pickled global: weights-only refuses it
     with pytest.raises(I2IError, match="cannot read TF-Inception FID weights"):
         dist.inception(path)
+
+
+@pytest.fixture(scope="session")
+def stand_in_fid_weights(tmp_path_factory) -> Path:
+    """Random weights of the FID Inception's architecture (its keys and shapes) standing in for the TF weights."""
+    from torchvision.models import inception_v3
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fid") / "stand_in_inception.pth"
+    torch.save(inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False).state_dict(), path)
+    return path
+
+
+def image_folders(root: Path, n: int = 3) -> tuple[Path, Path]:
+    from PIL import Image
+    generator = torch.Generator().manual_seed(0)
+    folders = (root / "real", root / "fake")
+    for shift, folder in enumerate(folders):
+        folder.mkdir(parents=True)
+        for i in range(n):
+            pixels = torch.randint(0, 200, (32, 32, 3), generator=generator, dtype=torch.uint8) + 40 * shift
+            Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    return folders
+
+
+def assert_matches_torch_fidelity_command(weights: Path, tmp_path: Path) -> None:
+    """i2i's FID and KID of two folders equal torch-fidelity's own command on the same folders and weights."""
+    real, fake = image_folders(tmp_path)
+    command = [sys.executable, "-m", "torch_fidelity.fidelity", "--cpu", "--json", "--fid", "--kid", "--no-cache",
+               "--kid-subset-size", "3", "--feature-extractor-weights-path", str(weights),
+               "--input1", str(real), "--input2", str(fake)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = json.loads(done.stdout[done.stdout.index("{"):])
+    with pytest.warns(UserWarning, match="biased"):
+        ours_fid = fid(real, fake, weights=weights)
+    ours_kid = kid(real, fake, weights=weights)
+    assert ours_fid == pytest.approx(theirs["frechet_inception_distance"], rel=1e-6)
+    assert ours_kid == pytest.approx((theirs["kernel_inception_distance_mean"],
+                                      theirs["kernel_inception_distance_std"]), rel=1e-6, abs=1e-9)
+
+
+def test_fid_network_from_a_weights_file_matches_the_library_command(stand_in_fid_weights, tmp_path):
+    """The real weights' code path (file -> torch-fidelity's Inception -> its maths) with stand-in weights."""
+    net = dist.inception(stand_in_fid_weights)
+    assert net.describe() == {"network": "inception-v3-compat (TF 2015-12-05 FID weights, torch-fidelity)",
+                              "weights": str(stand_in_fid_weights),
+                              "weights_sha256": dist.sha256(stand_in_fid_weights)}
+    assert_matches_torch_fidelity_command(stand_in_fid_weights, tmp_path)
+
+
+REAL_FID_WEIGHTS = Path(torch.hub.get_dir()) / "checkpoints" / dist.FID_WEIGHTS_FILE
+
+
+@pytest.mark.skipif(not REAL_FID_WEIGHTS.is_file(), reason=f"needs the TF-Inception FID weights {REAL_FID_WEIGHTS}")
+def test_real_fid_weights_match_the_library_command(tmp_path):
+    assert_matches_torch_fidelity_command(REAL_FID_WEIGHTS, tmp_path)

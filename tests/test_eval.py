@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +20,7 @@ import i2i
 from i2i.cli import main as cli_main
 from i2i.errors import I2IError
 from i2i.metrics import psnr
-from i2i.metrics.evaluate import evaluate, evaluate_translator, find_test_pairs, iter_batches
+from i2i.metrics.evaluate import Networks, evaluate, evaluate_translator, find_test_pairs, iter_batches
 from i2i.modes.base import mode_class
 
 tasks = load_script("datasets/tasks.py")
@@ -39,6 +43,16 @@ def task_dir(tmp_path_factory) -> Path:
 def pix2pix_run(task_dir, tmp_path_factory) -> Path:
     return i2i.train(mode="pix2pix", data=str(task_dir / "dusk" / "paired"), out=str(tmp_path_factory.mktemp("p2p")),
                      steps=2, size=32, ngf=8, ndf=8, batch_size=2, workers=0, tensorboard=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def alexnet_weights(tmp_path_factory) -> Path:
+    """A random torchvision alexnet's features.* standing in for the LPIPS trunk's ImageNet weights."""
+    from torchvision.models import alexnet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("lpips") / "alexnet.pth"
+    torch.save({k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +120,16 @@ def test_custom_features_are_never_called_fid(task_dir, pix2pix_run):
         return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
 
     result = evaluate(pix2pix_run, task_dir / "dusk", metrics="psnr,fid,kid", device="cpu",
-                      feature_extractor=colour_stats)
-    assert set(result["metrics"]) == {"psnr", "fd_custom", "kid_custom", "kid_custom_std"}
-    assert result["labels"]["fd_custom"] == "frechet_distance(custom features)"
+                      networks=Networks(features=colour_stats))
+    assert set(result["metrics"]) == {"psnr", "fid_custom", "kid_custom", "kid_custom_std"}
+    assert result["labels"]["fid_custom"] == "Frechet distance on custom features"
+    assert result["networks"]["fid_custom"]["network"].startswith("custom (") and "colour_stats" in \
+        result["networks"]["kid_custom"]["network"]
+    assert result["warnings"] == ["fid_custom: FID on 3 images with 6-d features is biased upward (the covariance is "
+                                  "rank-deficient); use at least 6 images, or compare with KID"]
     assert all(math.isfinite(v) for v in result["metrics"].values())
     with pytest.raises(I2IError, match="unknown metric"):
-        evaluate(pix2pix_run, task_dir / "dusk", metrics="psnr,lpips")
+        evaluate(pix2pix_run, task_dir / "dusk", metrics="psnr,diversity")  # a sampler metric
 
 
 def test_perceptual_distance(task_dir, pix2pix_run, resnet18_weights):
@@ -121,26 +139,97 @@ def test_perceptual_distance(task_dir, pix2pix_run, resnet18_weights):
     assert torch.equal(distance(x, x), torch.zeros(2))
     assert (distance(x, -x) > 0).all()
     result = evaluate(pix2pix_run, task_dir / "dusk", metrics="perceptual", device="cpu", baseline=True,
-                      encoder="resnet18", encoder_weights=resnet18_weights)
+                      networks=Networks(encoder="resnet18", encoder_weights=resnet18_weights))
     assert math.isfinite(result["metrics"]["perceptual"]) and result["identity"]["perceptual"] > 0
     assert "resnet18" in result["labels"]["perceptual"]
+    assert result["networks"]["perceptual"]["weights_sha256"] == hashlib.sha256(resnet18_weights.read_bytes()).hexdigest()
 
 
-def test_i2i_eval_cli_writes_json(task_dir, pix2pix_run, tmp_path, capsys):
-    out = tmp_path / "eval.json"
+def test_i2i_eval_cli_writes_json_and_csv(task_dir, pix2pix_run, alexnet_weights, tmp_path, capsys):
+    out, table = tmp_path / "eval.json", tmp_path / "eval.csv"
     code = cli_main(["eval", "--checkpoint", str(pix2pix_run), "--data", str(task_dir / "dusk" / "paired"),
-                     "--metrics", "psnr,ssim,l1", "--baseline", "--json", str(out), "--device", "cpu"])
+                     "--metrics", "psnr,ssim,l1,lpips", "--baseline", "--json", str(out), "--csv", str(table),
+                     "--device", "cpu", "--lpips-weights", str(alexnet_weights)])
     assert code == 0
     result = json.loads(out.read_text())
     assert result["mode"] == "pix2pix" and result["images"] == 3
     assert result["checkpoint"].endswith("step_00000002")
     for scores in (result["metrics"], result["identity"]):
-        assert set(scores) == {"psnr", "ssim", "l1"} and all(math.isfinite(v) for v in scores.values())
-    assert "| PSNR" in capsys.readouterr().out
-    # a wrong direction for pix2pix and FID without weights are one-line errors
+        assert set(scores) == {"psnr", "ssim", "l1", "lpips"} and all(math.isfinite(v) for v in scores.values())
+    sha = hashlib.sha256(alexnet_weights.read_bytes()).hexdigest()
+    assert result["networks"]["lpips"]["weights_sha256"] == sha
+    with open(table) as f:
+        rows = {(r["metric"], r["set"]): r for r in csv.DictReader(f)}
+    assert float(rows["psnr", "model"]["value"]) == pytest.approx(result["metrics"]["psnr"], rel=1e-6)
+    assert float(rows["lpips", "identity (output = input)"]["value"]) == pytest.approx(result["identity"]["lpips"],
+                                                                                      rel=1e-6)
+    assert rows["lpips", "model"]["weights_sha256"] == sha and rows["lpips", "model"]["images"] == "3"
+    printed = capsys.readouterr().out
+    assert "| PSNR" in printed and f"lpips: lpips v0.1" in printed and sha in printed
+    # a wrong direction for pix2pix and FID without its weights are one-line errors
     assert cli_main(["eval", "--checkpoint", str(pix2pix_run), "--data", str(task_dir / "dusk"),
                      "--direction", "BtoA"]) == 2
     assert "translates AtoB" in capsys.readouterr().err
+
+
+def test_fid_without_weights_is_one_line_from_the_cli(task_dir, pix2pix_run, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch_home"), "I2I_ALLOW_DOWNLOAD": "0"}
+    done = subprocess.run([sys.executable, "-m", "i2i", "eval", "--checkpoint", str(pix2pix_run), "--data",
+                           str(task_dir / "dusk"), "--metrics", "psnr,fid", "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "weights-inception-2015-12-05-6726825d.pth" in line and "--fid-weights" in line
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in line
+
+
+@pytest.fixture(scope="module")
+def class_folders(task_dir, tmp_path_factory) -> Path:
+    """REAL/<class>/*.png with two classes of three 32 px images (the dusk and edges truths)."""
+    import shutil
+    root = tmp_path_factory.mktemp("classes")
+    for task in ("dusk", "edges"):
+        shutil.copytree(task_dir / task / "paired" / "testB", root / task)
+    return root
+
+
+def test_cgan_samples_are_scored_per_class_and_overall(class_folders, alexnet_weights, tiny, tmp_path):
+    run = i2i.train(mode="cgan", data=str(class_folders), out=str(tmp_path / "cgan"), steps=1, **tiny)
+
+    def colour_stats(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+    result = evaluate(run, class_folders, metrics="fid,kid,diversity", samples=4, device="cpu",
+                      networks=Networks(features=colour_stats, lpips_weights=alexnet_weights))
+    assert result["mode"] == "cgan" and result["images"] == 8 and result["real_images"] == 6
+    assert set(result["classes"]) == {"dusk", "edges"}
+    keys = {"fid_custom", "kid_custom", "kid_custom_std", "diversity"}
+    assert set(result["metrics"]) == keys
+    for scores in result["classes"].values():
+        assert set(scores["metrics"]) == keys and scores["images"] == 4 and scores["real_images"] == 3
+    per_class = [c["metrics"]["diversity"] for c in result["classes"].values()]
+    assert result["metrics"]["diversity"] == pytest.approx(sum(per_class) / 2)
+    assert all(v > 0 for v in per_class)
+    sampler = i2i.load(run, device="cpu")
+    images = sampler.sample(4, seed=1, labels=1)  # class "edges" draws seed + its index
+    from i2i.metrics.lpips_distance import diversity, lpips_model
+    assert result["classes"]["edges"]["metrics"]["diversity"] == pytest.approx(
+        diversity(lpips_model(alexnet_weights), images), rel=1e-5)
+
+
+def test_gan_eval_from_the_cli(class_folders, alexnet_weights, tiny, tmp_path):
+    run = i2i.train(mode="gan", data=str(class_folders / "dusk"), out=str(tmp_path / "gan"), steps=1, **tiny)
+    table = tmp_path / "gan.csv"
+    done = subprocess.run([sys.executable, "-m", "i2i", "eval", "--checkpoint", str(run), "--data",
+                           str(class_folders / "dusk"), "--metrics", "diversity", "--samples", "3", "--device", "cpu",
+                           "--lpips-weights", str(alexnet_weights), "--csv", str(table)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "gan: 3 generated images (seed 0) against 3 real images" in done.stdout
+    with open(table) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["metric"], r["set"], r["images"]) for r in rows] == [("diversity", "model", "3")]
+    assert float(rows[0]["value"]) > 0 and rows[0]["network"].startswith("lpips v0.1")
 
 
 @pytest.mark.parametrize("mode", ["cyclegan", "unit", "encoder"])

@@ -1,4 +1,4 @@
-"""Metrics: PSNR/SSIM/L1 conventions, Frechet distance and KID against closed forms, Inception weight handling."""
+"""Metrics: PSNR/SSIM/L1 conventions and the torchvision Inception variant (FID/KID: test_distribution_metrics.py)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from i2i.errors import I2IError
 from i2i.metrics import PSNR_CAP, l1, psnr, ssim
-from i2i.metrics import fid as fidlib
+from i2i.metrics import distribution
 
 
 def test_identical_images_score_perfectly():
@@ -39,71 +39,18 @@ def test_ssim_falls_with_noise_and_checks_shapes():
         psnr(x, x[:, :, :16])
 
 
-def test_frechet_distance_closed_form():
-    f64 = dict(dtype=torch.float64)
-    mu1, mu2 = torch.tensor([0.0, 1.0, -2.0], **f64), torch.tensor([1.0, 1.0, 0.5], **f64)
-    s1, s2 = torch.tensor([1.0, 4.0, 0.25], **f64), torch.tensor([2.0, 1.0, 0.25], **f64)
-    expected = float((mu1 - mu2).square().sum() + (s1 + s2 - 2 * (s1 * s2).sqrt()).sum())
-    got = fidlib.frechet_distance(mu1, torch.diag(s1), mu2, torch.diag(s2))
-    assert got == pytest.approx(expected, rel=1e-9)
-    assert fidlib.frechet_distance(mu1, torch.diag(s1), mu1, torch.diag(s1)) == pytest.approx(0.0, abs=1e-9)
-
-
-def test_frechet_distance_matches_scipy_on_full_covariances():
-    linalg = pytest.importorskip("scipy.linalg")
-    torch.manual_seed(0)
-    a, b = torch.randn(5, 5, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
-    s1, s2 = a @ a.T + 0.1 * torch.eye(5, dtype=torch.float64), b @ b.T
-    mu1, mu2 = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
-    root = linalg.sqrtm(s1.numpy() @ s2.numpy()).real
-    expected = float((mu1 - mu2).square().sum() + s1.trace() + s2.trace()) - 2 * float(root.trace())
-    assert fidlib.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-7)
-
-
-def test_frechet_distance_of_feature_sets():
-    torch.manual_seed(0)
-    features = torch.randn(500, 8)
-    assert fidlib.frechet_distance_features(features, features.clone()) == pytest.approx(0.0, abs=1e-8)
-    shifted = torch.randn(20000, 8) * 2 + 1  # N(1, 4 I) against N(0, I): 8 * 1 + 8 * (1 + 4 - 2 * 2) = 16
-    assert fidlib.frechet_distance_features(torch.randn(20000, 8), shifted) == pytest.approx(16.0, rel=0.05)
-    with pytest.raises(I2IError, match="at least 2"):
-        fidlib.frechet_distance_features(features[:1], features)
-
-
-def test_kid_is_near_zero_for_one_distribution_and_positive_across_two():
-    torch.manual_seed(0)
-    x, y, z = torch.randn(400, 16), torch.randn(400, 16), torch.randn(400, 16) + 1.0
-    same, same_std = fidlib.kernel_distance(x, y, subsets=20, subset_size=200)
-    different, _ = fidlib.kernel_distance(x, z, subsets=20, subset_size=200)
-    assert abs(same) < 0.05 and same_std >= 0
-    assert different > 1.0 and different > 20 * abs(same)
-
-
-def test_missing_inception_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("I2I_ALLOW_DOWNLOAD", raising=False)
-    with pytest.raises(I2IError, match=fidlib.INCEPTION_FILE) as error:
-        fidlib.inception_state_dict()
-    assert str(tmp_path / "torch_home") in str(error.value) and "--inception-weights" in str(error.value)
-    with pytest.raises(I2IError, match="not found"):
-        fidlib.inception_state_dict(tmp_path / "nope.pth")
-
-
-def test_pytorch_fid_weights_are_refused(tmp_path):
-    from safetensors.torch import save_file
-    path = tmp_path / "pt_inception-2015-12-05.safetensors"
-    save_file({"fc.weight": torch.zeros(1008, 1)}, str(path))
-    with pytest.raises(I2IError, match="pt_inception"):
-        fidlib.inception_state_dict(path)
-
-
-def test_inception_features_from_a_local_file(tmp_path):
-    """Plumbing only (random weights; such features are never reported as FID): file -> Nx2048 pool features."""
+def test_torchvision_inception_features_from_a_local_file(tmp_path):
+    """Plumbing only (random weights): file -> Nx2048 pool features under its own, clearly different name."""
     from safetensors.torch import save_file
     from torchvision.models import inception_v3
     torch.manual_seed(0)
     path = tmp_path / "inception.safetensors"
     save_file(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), str(path))
-    extractor = fidlib.InceptionFeatures(fidlib.inception_state_dict(path))
-    features = extractor(torch.rand(2, 3, 32, 32) * 2 - 1)
+    net = distribution.torchvision_inception(path)
+    features = net(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert features.shape == (2, 2048) and torch.isfinite(features).all()
+    assert net.describe() == {"network": "torchvision inception_v3 IMAGENET1K_V1 (not the FID network)",
+                              "weights": str(path), "weights_sha256": distribution.sha256(path)}
+    with pytest.raises(I2IError, match="does not fit torchvision's inception_v3"):
+        save_file({"fc.weight": torch.zeros(1008, 1)}, str(tmp_path / "other.safetensors"))
+        distribution.torchvision_inception(tmp_path / "other.safetensors")

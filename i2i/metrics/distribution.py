@@ -1,7 +1,7 @@
 """Distribution metrics: FID and KID on any feature network, with torch-fidelity's maths.
 
-Public API (images are Nx3xHxW tensors, uint8 in 0..255 or float in i2i's model range [-1, 1], or an iterable of
-such batches)::
+Public API (images are Nx3xHxW tensors, uint8 in 0..255 or float in i2i's model range [-1, 1], an iterable of
+such batches, or a folder of image files)::
 
     fid(real_images, fake_images, features=None, weights=None, device="cpu", batch_size=64) -> float
     kid(real_images, fake_images, features=None, weights=None, device="cpu", batch_size=64,
@@ -29,12 +29,13 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.images import list_images, read_image, to_tensor
 from ..errors import I2IError
 from ..runtime import to_model_range, to_uint8
 
@@ -45,7 +46,7 @@ TORCHVISION_INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_go
 TORCHVISION_INCEPTION_FILE = TORCHVISION_INCEPTION_URL.rsplit("/", 1)[1]
 KID_SEED = 2020  # torch-fidelity's default, so i2i's KID equals its command's on the same images
 
-Images = Union[torch.Tensor, Iterable[torch.Tensor]]
+Images = Union[torch.Tensor, Iterable[torch.Tensor], str, Path]
 
 
 def sha256(path: Path) -> str:
@@ -189,9 +190,24 @@ def torchvision_inception(weights: Optional[str | Path] = None, device: str | to
     return _NETS[key]
 
 
+def folder_batches(folder: str | Path, batch_size: int = 64) -> Iterator[torch.Tensor]:
+    """The image files under ``folder`` (sorted by path) as uint8 batches; a batch holds images of one size."""
+    batch: list[torch.Tensor] = []
+    for path in list_images(folder):
+        image = to_tensor(read_image(path))
+        if batch and (len(batch) == batch_size or batch[0].shape != image.shape):
+            yield torch.stack(batch)
+            batch = []
+        batch.append(image)
+    yield torch.stack(batch)
+
+
 def extract(net: FeatureNet, images: Images, batch_size: int = 64) -> torch.Tensor:
-    """NxD features (float64, CPU) of a tensor of images (in batches of ``batch_size``) or of an iterable of batches."""
-    if isinstance(images, torch.Tensor):
+    """NxD features (float64, CPU) of a tensor of images (in batches of ``batch_size``), of an iterable of batches,
+    or of the image files in a folder."""
+    if isinstance(images, (str, Path)):
+        images = folder_batches(images, batch_size)
+    elif isinstance(images, torch.Tensor):
         images = images.split(batch_size)
     parts = [net(batch) for batch in images]
     if not parts:

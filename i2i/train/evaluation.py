@@ -20,8 +20,7 @@ from torch import nn
 
 from ..api import Translator
 from ..errors import I2IError
-from ..metrics import fid as fidlib
-from ..metrics.evaluate import DISTRIBUTION, HIGHER_IS_BETTER, evaluate_translator, find_test_pairs, parse_metrics
+from ..metrics.evaluate import HIGHER_IS_BETTER, Networks, evaluate_translator, find_test_pairs, parse_metrics
 from . import distributed as dist
 
 BEST_DIR = "best"
@@ -44,8 +43,10 @@ class PeriodicEval:
         best_json = self.run_dir / BEST_DIR / "eval.json"
         if cfg.keep_best and best_json.is_file():
             self.best = json.loads(best_json.read_text())["metrics"].get(cfg.keep_best)
-        if trainer.rank == 0 and any(m in DISTRIBUTION for m in self.metrics):
-            fidlib.inception_features(trainer.device)  # a missing weights file is reported now, not mid-run
+        self.networks = Networks(fid_weights=cfg.fid_weights, encoder=cfg.encoder,
+                                 encoder_weights=cfg.encoder_weights)
+        if trainer.rank == 0:
+            self.networks.check(self.metrics, trainer.device)  # a missing weights file is reported now, not mid-run
 
     def __call__(self, trainer: Any) -> Optional[dict[str, float]]:
         """Evaluate (rank 0), log, and keep the best checkpoint; every rank must call this at the same step."""
@@ -71,7 +72,7 @@ class PeriodicEval:
         try:
             translator = Translator(trainer.mode, nets, self.direction, trainer.device, trainer.precision)
             result = evaluate_translator(translator, self.pairs, self.metrics, size=trainer.cfg.size,
-                                         encoder=trainer.cfg.encoder, encoder_weights=trainer.cfg.encoder_weights)
+                                         networks=self.networks)
         finally:
             trainer.nets.train()
         return result["metrics"]
