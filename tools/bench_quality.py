@@ -7,19 +7,36 @@ its test translations against the ground truth (PSNR, SSIM, L1), next to the ide
 The default budget depends on the device: on CUDA 64 px, ngf 64, 2000 steps of batch 8; on CPU 32 px, ngf 16,
 300 steps of batch 4. Prints a Markdown table and writes OUT/bench_quality.json and OUT/bench_quality.md. A mode that
 cannot run here (e.g. ``encoder`` without its pretrained weights) is listed with the reason instead of a score.
+
+The ``digits`` command benchmarks the noise-to-image modes on a real digit set (needs ``pip install 'i2i[quality]'``):
+
+    python tools/bench_quality.py digits --out bench/digits --steps 3000 --batch-size 64 [--flip-control]
+
+It writes scikit-learn's digits at 32 px (datasets/digits.py: OUT/data/{train,test}/<digit>/*.png), trains a small
+CNN classifier on the real training images and reports its test accuracy, trains ``cgan`` and ``gan`` on the
+training images through the ``i2i train`` CLI with default settings (only size, steps, batch size and seed given,
+plus ``--train-args``), then scores: the cgan's class accuracy (the classifier's verdict on samples of each requested
+class; target >= 0.97) and the gan's KID against the real test images on the classifier's penultimate features,
+next to a freshly initialised generator's KID (target: at most a third). ``--flip-control`` adds a cgan run with
+``--flip``. Writes OUT/digits.json, OUT/digits.md and sample grids in OUT/grids/.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +47,9 @@ BUDGETS = {  # device type -> default training budget
 }
 
 
-def load_tasks():
-    spec = importlib.util.spec_from_file_location("i2i_tasks", ROOT / "datasets" / "tasks.py")
+def load_script(name: str):
+    """A script from datasets/ (a folder of scripts, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"i2i_{name}", ROOT / "datasets" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -88,7 +106,241 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# --- digits: the noise-to-image modes on a real digit set --------------------------------------------------------
+DIGIT_SIZE = 32
+CLASS_ACCURACY_TARGET = 0.97  # cgan: the classifier recognises at least this share of samples as the asked class
+KID_RATIO_TARGET = 1 / 3      # gan: KID at most this fraction of an untrained generator's
+
+
+class DigitClassifier(nn.Module):
+    """Three conv blocks and a hidden layer; :meth:`features` (the hidden layer) is the KID feature network."""
+
+    def __init__(self, num_classes: int, width: int = 32, hidden: int = 128):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for cin, cout in ((3, width), (width, 2 * width), (2 * width, 4 * width)):
+            blocks += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                  nn.Linear(4 * width * 16, hidden), nn.ReLU(inplace=True))
+        self.head = nn.Linear(hidden, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(images))
+
+
+def read_class_folders(root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``root/<class>/*`` as images in [-1, 1] (N x 3 x H x W), labels (N,) and the sorted class names."""
+    from i2i.data.images import list_images, read_image, to_tensor
+    from i2i.runtime import to_model_range
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(names):
+        for path in list_images(root / name):
+            images.append(to_tensor(read_image(path)))
+            labels.append(label)
+    return to_model_range(torch.stack(images)), torch.tensor(labels), names
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int,
+                     device: torch.device) -> DigitClassifier:
+    """Adam (lr 1e-3), batch 64, cross-entropy, no augmentation (a mirrored digit must stay a wrong digit)."""
+    torch.manual_seed(seed)
+    model = DigitClassifier(num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = torch.utils.data.TensorDataset(images, labels)
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval().requires_grad_(False)
+
+
+@torch.inference_mode()
+def in_batches(function, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """``function`` over ``images`` in batches on ``device``; the results concatenated on the CPU."""
+    return torch.cat([function(images[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
+    """Share of ``images`` whose predicted class is ``labels``."""
+    predicted = in_batches(classifier, images, device).argmax(1)
+    return float((predicted == labels).float().mean())
+
+
+def classifier_kid(classifier: DigitClassifier, images1: torch.Tensor, images2: torch.Tensor,
+                   device: torch.device) -> tuple[float, float]:
+    """KID (mean, std over subsets) between two image sets on the classifier's penultimate features."""
+    from i2i.metrics import kid
+    return kid(images1, images2, features=classifier.features, device=device, batch_size=256)
+
+
+def train_digits_run(name: str, mode: str, flags: list[str], data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one run through the ``i2i train`` CLI (output in OUT/logs/NAME.log); reuse a finished one with
+    ``--reuse``. Returns the run folder, its exact command and its training time."""
+    run = args.out / "runs" / name
+    record = run / "bench_train.json"
+    if args.reuse and record.is_file():
+        return json.loads(record.read_text())
+    flags = [*shlex.split(args.train_args), *flags]
+    command = ["i2i", "train", "--mode", mode, "--data", str(data), "--out", str(run), "--size", str(DIGIT_SIZE),
+               "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seed", str(args.seed), *flags]
+    log = args.out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w") as stream:
+        done = subprocess.run([sys.executable, "-m", "i2i", *command[1:]], stdout=stream, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"bench_quality: '{shlex.join(command)}' failed (exit {done.returncode}); see {log}")
+    result = {"run": str(run), "command": shlex.join(command), "flags": shlex.join(flags), "train_seconds": round(time.perf_counter() - started, 1)}
+    record.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def git_state() -> str:
+    """The commit the code ran from, with ``-dirty`` when the working tree had uncommitted changes."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def untrained_sampler(run: Path, device: torch.device):
+    """A sampler over a freshly initialised generator with the run's config and seed (eval mode, as sampled)."""
+    from i2i.modes.base import create_mode
+    from i2i.sampling import Sampler
+    from i2i.train.checkpoint import find_checkpoint, load_checkpoint_config
+    cfg = load_checkpoint_config(find_checkpoint(run))
+    torch.manual_seed(cfg.seed)
+    mode = create_mode(cfg)
+    return Sampler(mode, mode.nets.to(device).eval().requires_grad_(False), device, "fp32")
+
+
+def score_cgan(run: Path, classifier: DigitClassifier, names: list[str], per_class: int, seed: int,
+               device: torch.device, grid: Path) -> dict[str, Any]:
+    """Class accuracy of ``per_class`` samples of every class (overall and per class); saves a class grid."""
+    import i2i
+    sampler = i2i.load(run, device=str(device))
+    images = sampler.class_grid(per_class, seed=seed).cpu()
+    asked = torch.tensor([names.index(n) for n in sampler.class_names]).repeat_interleave(per_class)
+    predicted = in_batches(classifier, images, device).argmax(1)
+    hits = (predicted == asked).float()
+    sampler.save(sampler.class_grid(10, seed=seed), grid, nrow=10)
+    return {"class_accuracy": round(float(hits.mean()), 4),
+            "per_class": {n: round(float(hits[asked == names.index(n)].mean()), 4) for n in sampler.class_names},
+            "samples": len(images), "grid": str(grid)}
+
+
+def score_gan(run: Path, classifier: DigitClassifier, real: torch.Tensor, names: list[str], n: int, seed: int,
+              device: torch.device, grids: Path) -> dict[str, Any]:
+    """KID of n samples against ``real`` next to an untrained generator's, the classes the classifier sees in
+    the samples, and 8x8 sample grids of both generators."""
+    import i2i
+    scores: dict[str, Any] = {"samples": n}
+    for key, sampler in (("trained", i2i.load(run, device=str(device))), ("untrained", untrained_sampler(run, device))):
+        images = sampler.sample(n, seed=seed).cpu()
+        scores[f"kid_{key}"], scores[f"kid_{key}_std"] = classifier_kid(classifier, images, real, device)
+        sampler.save(images[:64], grids / f"gan_{key}.png", nrow=8)
+        if key == "trained":
+            counts = torch.bincount(in_batches(classifier, images, device).argmax(1), minlength=len(names))
+            scores["predicted_classes"] = dict(zip(names, (counts / n).round(decimals=3).tolist()))
+    scores["kid_ratio"] = round(scores["kid_trained"] / scores["kid_untrained"], 4)
+    return scores
+
+
+def digits_markdown(report: dict[str, Any]) -> str:
+    c = report["classifier"]
+    lines = ["| run | training flags | steps x batch | train s | measure | value | target | met |",
+             "|---|---|---|---:|---|---:|---|---|",
+             f"| classifier | {c['epochs']} epochs on the real train images | - | {c['train_seconds']:.0f} | "
+             f"test accuracy (mirrored test images) | {c['test_accuracy']:.3f} ({c['mirrored_test_accuracy']:.3f}) "
+             f"| - | - |",
+             f"| real train images | - | - | - | KID vs real test | {report['kid_real_train']:.4f} | - | - |"]
+    for r in report["runs"]:
+        head = f"| {r['name']} | {r['flags'] or 'defaults'} (flip {'on' if r['flip'] else 'off'}) | {r['steps']} x {r['batch_size']} | {r['train_seconds']:.0f} |"
+        if "class_accuracy" in r:
+            target = f">= {CLASS_ACCURACY_TARGET}" if r["name"] == "cgan" else "-"
+            met = ("yes" if r["class_accuracy"] >= CLASS_ACCURACY_TARGET else "no") if r["name"] == "cgan" else "-"
+            lines.append(f"{head} class accuracy | {r['class_accuracy']:.3f} | {target} | {met} |")
+        else:
+            met = "yes" if r["kid_ratio"] <= KID_RATIO_TARGET else "no"
+            lines.append(f"{head} KID vs real test (untrained G; ratio) | {r['kid_trained']:.4f} "
+                         f"({r['kid_untrained']:.4f}; {r['kid_ratio']:.3f}) | ratio <= 1/3 | {met} |")
+    return "\n".join(lines)
+
+
+def digits_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench_quality.py digits",
+                                     description="gan and cgan on scikit-learn's digits at 32 px")
+    parser.add_argument("--out", type=Path, default=Path("bench/digits"))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="device for the classifier and the scoring")
+    parser.add_argument("--modes", default="cgan,gan")
+    parser.add_argument("--flip-control", action="store_true", help="also train cgan with --flip")
+    parser.add_argument("--train-args", default="", help="extra i2i train flags for every run, e.g. '--workers 0'")
+    parser.add_argument("--classifier-epochs", type=int, default=15)
+    parser.add_argument("--samples", type=int, default=1000, help="generated images scored per run")
+    parser.add_argument("--reuse", action="store_true", help="score finished runs in OUT/runs instead of retraining")
+    args = parser.parse_args(argv)
+    from i2i.errors import I2IError
+    from i2i.runtime import pick_device
+    from i2i.train.checkpoint import find_checkpoint, load_checkpoint_config
+    device = pick_device(args.device)
+    data = args.out / "data"
+    started = time.perf_counter()
+    try:
+        if not (data / "test").is_dir():
+            load_script("digits").build(data, size=DIGIT_SIZE, seed=args.seed)
+    except I2IError as e:
+        raise SystemExit(f"bench_quality: error: {e}") from None
+    import sklearn
+    train_images, train_labels, names = read_class_folders(data / "train")
+    test_images, test_labels, _ = read_class_folders(data / "test")
+    clock = time.perf_counter()
+    classifier = train_classifier(train_images, train_labels, len(names), args.classifier_epochs, args.seed, device)
+    report: dict[str, Any] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": str(device),
+        "torch": torch.__version__, "sklearn": sklearn.__version__, "threads": torch.get_num_threads(),
+        "command": shlex.join(["python", *sys.argv]), "git": git_state(), "train_images": len(train_images), "test_images": len(test_images),
+        "classifier": {"epochs": args.classifier_epochs, "train_seconds": round(time.perf_counter() - clock, 1),
+                       "test_accuracy": accuracy(classifier, test_images, test_labels, device),
+                       "mirrored_test_accuracy": accuracy(classifier, test_images.flip(-1), test_labels, device)},
+        "kid_real_train": classifier_kid(classifier, train_images, test_images, device)[0], "runs": []}
+    print(json.dumps(report["classifier"]), file=sys.stderr, flush=True)
+    plan = [(mode, mode, []) for mode in args.modes.split(",")]
+    if args.flip_control:
+        plan.append(("cgan_flip", "cgan", ["--flip"]))
+    grids = args.out / "grids"
+    for name, mode, flags in plan:
+        row: dict[str, Any] = {"name": name, "mode": mode, "steps": args.steps, "batch_size": args.batch_size,
+                               **train_digits_run(name, mode, flags, data, args)}
+        run = Path(row["run"])
+        row["flip"] = load_checkpoint_config(find_checkpoint(run)).flip  # as the run resolved it
+        if mode == "cgan":
+            row.update(score_cgan(run, classifier, names, args.samples // len(names), args.seed, device,
+                                  grids / f"{name}.png"))
+        else:
+            row.update(score_gan(run, classifier, test_images, names, args.samples, args.seed, device, grids))
+        report["runs"].append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    table = digits_markdown(report)
+    (args.out / "digits.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "digits.md").write_text(table + "\n")
+    print(f"device {device}, {report['total_seconds']} s in total")
+    print(table)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["digits"]:
+        return digits_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/quality"))
     parser.add_argument("--tasks", default="dusk,shapes,edges")
@@ -106,7 +358,7 @@ def main() -> None:
     for name, value in BUDGETS[device.type if device.type in BUDGETS else "cpu"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    tasks = load_tasks()
+    tasks = load_script("tasks")
     data = args.out / "data" / f"s{args.size}_n{args.train_images}_t{args.test_images}_seed{args.seed}"
     rows = []
     started = time.perf_counter()

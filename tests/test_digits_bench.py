@@ -1,0 +1,112 @@
+"""The digit benchmark: datasets/digits.py and the scoring of ``tools/bench_quality.py digits``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import ROOT, load_script
+
+pytest.importorskip("sklearn")
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The digit set at 32 px, written once into OUT/data (where the benchmark looks for it)."""
+    out = tmp_path_factory.mktemp("digits_bench")
+    load_script("datasets/digits.py").build(out / "data", size=32, test_fraction=0.25, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_script("tools/bench_quality.py")
+
+
+def test_digit_folders_are_a_stratified_split_of_the_data_as_given(digits):
+    from sklearn.datasets import load_digits
+    data = load_digits()
+    files = {split: sorted((digits / "data" / split).glob("*/*.png")) for split in ("train", "test")}
+    assert [len(files["train"]), len(files["test"])] == [1347, 450]
+    indices = {split: {int(f.stem) for f in found} for split, found in files.items()}
+    assert not indices["train"] & indices["test"] and len(indices["train"] | indices["test"]) == 1797
+    for path in files["train"] + files["test"]:
+        assert int(path.parent.name) == data.target[int(path.stem)]  # each image in its own digit's folder
+    test_counts = np.bincount([int(f.parent.name) for f in files["test"]], minlength=10)
+    assert test_counts.min() >= 43 and test_counts.max() <= 46  # 25 % of each digit's 174 to 183 images
+    image = Image.open(files["train"][0])
+    assert (image.mode, image.size) == ("L", (32, 32))
+    # Shrunk back to 8x8 the image is the original (0..16 -> 0..255), neither mirrored nor transposed.
+    original = data.images[int(files["train"][0].stem)] * 255 / 16
+    shrunk = np.asarray(image.resize((8, 8), Image.Resampling.BOX), dtype=np.float64)
+    assert np.abs(shrunk - original).mean() < 20 < np.abs(shrunk - original[:, ::-1]).mean()
+
+
+def test_digit_writer_refuses_a_bad_test_fraction(tmp_path):
+    from i2i.errors import I2IError
+    with pytest.raises(I2IError, match="test fraction must be between 0 and 1; got 1.5"):
+        load_script("datasets/digits.py").build(tmp_path, test_fraction=1.5)
+
+
+class FirstPixel(nn.Module):
+    """Predicts class 1 when an image's first pixel is positive, else 0; its features are the flattened image."""
+
+    def forward(self, images):
+        positive = (images[:, 0, 0, 0] > 0).long()
+        return nn.functional.one_hot(positive, 2).float()
+
+    def features(self, images):
+        return images.flatten(1)
+
+
+def test_accuracy_and_kid_against_hand_computations(bench):
+    cpu = torch.device("cpu")
+    images = torch.tensor([1.0, 1.0, -1.0, -1.0]).view(4, 1, 1, 1).expand(4, 3, 1, 1)
+    assert bench.accuracy(FirstPixel(), images, torch.tensor([1, 0, 0, 1]), cpu) == 0.5
+    # Features a = {(1,0,0), (0,1,0)}, b = 2a, kernel (x.y / 3 + 1)^3: within-set pairs give 1; across, 1 or
+    # (2/3 + 1)^3 = 125/27 (same axis). Unbiased MMD^2 = (1 + 1) - 2 * (2 * 125/27 + 2) / 4 = -98/27. Every subset
+    # of 2 is the whole set, so the std over subsets is 0.
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(2, 3, 1, 1)
+    kid, std = bench.classifier_kid(FirstPixel(), a, 2 * a, cpu)
+    assert kid == pytest.approx(-98 / 27) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_classifier_learns_digits_and_gives_penultimate_features(digits, bench):
+    images, labels, names = bench.read_class_folders(digits / "data" / "train")
+    assert names == [str(d) for d in range(10)] and images.shape == (1347, 3, 32, 32)
+    assert images.min() == -1.0 and images.max() == 1.0
+    cpu = torch.device("cpu")
+    classifier = bench.train_classifier(images[::4], labels[::4], 10, epochs=3, seed=0, device=cpu)
+    tests, test_labels, _ = bench.read_class_folders(digits / "data" / "test")
+    assert bench.accuracy(classifier, tests, test_labels, cpu) > 0.5  # chance is 0.1
+    assert classifier.features(tests[:5]).shape == (5, 128)
+
+
+def test_digits_command_trains_and_scores_both_modes(digits):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "bench_quality.py"), "digits", "--out", str(digits), "--steps", "1",
+         "--batch-size", "4", "--samples", "20", "--classifier-epochs", "1", "--device", "cpu",
+         "--train-args", "--ngf 8 --ndf 8 --workers 0 --no-tensorboard"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((digits / "digits.json").read_text())
+    assert (report["train_images"], report["test_images"], report["device"]) == (1347, 450, "cpu")
+    assert 0 <= report["classifier"]["test_accuracy"] <= 1
+    cgan, gan = report["runs"]
+    assert (cgan["name"], gan["name"]) == ("cgan", "gan")
+    assert not cgan["flip"] and not gan["flip"]  # gan/cgan learn the images as given by default
+    assert cgan["command"].startswith("i2i train --mode cgan") and cgan["steps"] == 1
+    assert cgan["samples"] == 20 and set(cgan["per_class"]) == {str(d) for d in range(10)}
+    assert cgan["class_accuracy"] == pytest.approx(sum(cgan["per_class"].values()) / 10, abs=1e-3)
+    assert gan["kid_ratio"] == pytest.approx(gan["kid_trained"] / gan["kid_untrained"], abs=1e-4)
+    assert sum(gan["predicted_classes"].values()) == pytest.approx(1.0, abs=0.01)
+    for grid in ("cgan.png", "gan_trained.png", "gan_untrained.png"):
+        assert (digits / "grids" / grid).is_file()
+    table = (digits / "digits.md").read_text()
+    assert "| cgan | --ngf 8 --ndf 8 --workers 0 --no-tensorboard (flip off) | 1 x 4 |" in table
