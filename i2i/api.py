@@ -21,7 +21,7 @@ def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> t
     checkpoint = find_checkpoint(path)
     cfg = load_checkpoint_config(checkpoint)
     cfg.perceptual_weight = 0.0  # the frozen encoder is a training-only term
-    mode = create_mode(cfg)
+    mode = create_mode(cfg, for_training=False)
     weights = load_weights(checkpoint)
     load_matching(mode.nets, weights.get("nets", {}), checkpoint)
     nets = dict(mode.nets.items())

@@ -41,8 +41,17 @@ def test_bad_shared_block_count_and_size_are_clear_errors():
     with pytest.raises(i2i.I2IError, match="unit-shared-blocks"):
         create_mode(make_config(dict(mode="unit", ngf=8, n_blocks=2, unit_shared_blocks=2)))
     with pytest.raises(i2i.I2IError, match="too small for a discriminator with --d-layers 3 and --d-scales 3"):
-        create_mode(make_config(dict(mode="unit", ngf=8, ndf=8, size=64)))  # default d_scales=3, d_layers=3
-    create_mode(make_config(dict(mode="unit", ngf=8, ndf=8, n_blocks=2, size=96)))  # 24 px coarsest scale: fine
+        create_mode(make_config(dict(mode="unit", ngf=8, ndf=8, size=64, d_scales=3)))  # explicit: not adapted
+
+
+@pytest.mark.parametrize("size,scales,layers", [(16, 1, 2), (32, 1, 3), (64, 2, 3), (96, 3, 3), (256, 3, 3)])
+def test_discriminator_scales_follow_the_size_unless_given(size, scales, layers):
+    mode = create_mode(make_config(dict(mode="unit", ngf=4, ndf=4, n_blocks=2, size=size)))
+    assert (mode.cfg.d_scales, mode.cfg.d_layers) == (scales, layers)
+    assert len(mode.nets["D_A"].scales if scales > 1 else [mode.nets["D_A"]]) == scales
+    assert bool(mode.notes) == (size < 96)  # the choice is said when it differs from the paper's 3 scales
+    given = create_mode(make_config(dict(mode="unit", ngf=4, ndf=4, n_blocks=2, size=64, d_scales=1, d_layers=2)))
+    assert (given.cfg.d_scales, given.cfg.d_layers, given.notes) == (1, 2, [])
 
 
 def test_trains_with_one_copy_of_shared_parameters_and_reloads_shared(example_data, tiny, tmp_path):

@@ -30,10 +30,61 @@ def mode_class(name: str) -> type["Mode"]:
     return MODES[name]
 
 
-def create_mode(cfg: TrainConfig) -> "Mode":
-    """Resolve the mode's defaults into ``cfg`` and build the mode with freshly initialised networks."""
+# Defaults every mode shares unless its own ``defaults`` say otherwise.
+COMMON_DEFAULTS: dict[str, Any] = dict(d_layers=3, flip=True)
+
+
+def create_mode(cfg: TrainConfig, for_training: bool = True) -> "Mode":
+    """Resolve the mode's defaults into ``cfg`` and build the mode with freshly initialised networks.
+
+    ``for_training`` also checks and completes the objective (penalties, constraints); the choices made are in
+    ``mode.notes``. Loading a saved, already resolved config for inference skips those checks.
+    """
     cls = mode_class(cfg.mode)
-    return cls(resolve(cfg, cls.defaults))
+    notes: list[str] = []
+    resolved = cls.configure(cfg, resolve(cfg, {**COMMON_DEFAULTS, **cls.defaults}), notes)
+    if for_training:
+        resolved = complete_objective(cls, cfg, resolved, notes)
+    mode = cls(resolved)
+    mode.notes = notes
+    return mode
+
+
+def complete_objective(cls: type["Mode"], given: TrainConfig, cfg: TrainConfig, notes: list[str]) -> TrainConfig:
+    """Check that the adversarial objective is one the papers define, and fill the penalty weights.
+
+    ``given`` is the config as the user gave it (None = not given), ``cfg`` the one with the mode's defaults.
+    """
+    loss = cfg.gan_loss
+    if cfg.label_smoothing and loss not in ("bce", "lsgan"):
+        raise I2IError(f"--label-smoothing lowers the real target of bce or lsgan; --gan-loss {loss} has no target "
+                       f"to smooth: drop --label-smoothing or use --gan-loss bce/lsgan")
+    if cfg.minibatch_std and not cls.minibatch_std:
+        raise I2IError(f"--minibatch-std needs a discriminator with a minibatch-std layer (gan, cgan); mode "
+                       f"'{cls.name}' has none: drop --minibatch-std")
+    constrained = bool(cfg.clip_weights or cfg.spectral_norm)
+    if loss == "wgan" and not constrained:
+        if cfg.gp_weight is None:
+            cfg.gp_weight = 10.0
+            notes.append("--gan-loss wgan: the critic gets the WGAN-GP gradient penalty, --gp-weight 10 "
+                         "(Gulrajani et al. 2017)")
+        elif not cfg.gp_weight:
+            raise I2IError("--gan-loss wgan needs a Lipschitz constraint on the critic: --gp-weight 10 (WGAN-GP), "
+                           "--clip-weights 0.01 (original WGAN) or --spectral-norm; --gp-weight 0 leaves none")
+    cfg.gp_weight = cfg.gp_weight or 0.0
+    if (cfg.gp_weight or cfg.r1_gamma) and cfg.d_norm == "batch" and not cfg.spectral_norm:
+        if given.d_norm is not None:
+            raise I2IError("--d-norm batch mixes the images of a batch, so a gradient penalty (--gp-weight) or R1 "
+                           "(--r1-gamma) cannot penalise each image's critic: use --d-norm layer (as WGAN-GP does), "
+                           "instance or none")
+        cfg.d_norm = "layer"
+        notes.append(f"mode '{cls.name}' uses a batch-norm discriminator by default; with a gradient penalty or R1 "
+                     "its D uses layer norm instead (as WGAN-GP does), so each image's critic is penalised alone")
+    if cfg.clip_weights:
+        notes.append(f"--clip-weights {cfg.clip_weights:g}: D's weights are clamped to [-c, c] after each step and D "
+                     "is trained with RMSprop, as in Arjovsky et al. 2017 (the paper also uses lr 5e-5 and 5 critic "
+                     "steps per generator step; i2i takes one)")
+    return cfg
 
 
 @dataclass
@@ -55,6 +106,8 @@ class Mode:
     generators: ClassVar[tuple[str, ...]]          # networks stepped by the G optimiser (and kept as EMA)
     discriminators: ClassVar[tuple[str, ...]]      # networks stepped by the D optimiser
     directions: ClassVar[tuple[str, ...]] = ()     # translation directions offered by ``translator``
+    visual_names: ClassVar[tuple[str, ...]] = ()   # the sample grid's columns (``visuals``), as headed
+    minibatch_std: ClassVar[bool] = False          # whether the discriminator can take a minibatch-std layer
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -67,6 +120,13 @@ class Mode:
             from ..losses.perceptual import build_perceptual_loss
             self.perceptual = build_perceptual_loss(cfg)
         self.progress = 0.0  # fraction of the run done; set by the trainer for schedules such as instance noise
+        self.notes: list[str] = []  # choices made while resolving the config, printed by the trainer
+
+    @classmethod
+    def configure(cls, given: TrainConfig, cfg: TrainConfig, notes: list[str]) -> TrainConfig:
+        """Hook: settings that depend on others (e.g. discriminator scales from the size); ``given`` has the
+        fields as the user set them (None = not given). Append a note for each choice made."""
+        return cfg
 
     # --- to implement -------------------------------------------------------------------------------------
     def build(self, cfg: TrainConfig) -> dict[str, nn.Module]:
@@ -107,10 +167,14 @@ class Mode:
 
     def adversarial_d(self, d_name: str, real: torch.Tensor, fake: torch.Tensor,
                       **condition: torch.Tensor) -> torch.Tensor:
-        """Discriminator loss on a real and a (detached) fake batch, plus the configured GP / R1 penalties.
+        """Discriminator loss on a real and a (detached) fake batch with the configured penalties:
+        ``0.5 * (L_real + L_fake + gp_weight * GP + r1_gamma / 2 * R1)``.
 
-        Real and fake go through D in one call when D treats samples independently (no batch norm, no minibatch
-        std): the same numbers, half the kernel launches. ``condition`` is shared by real and fake.
+        The 0.5 is pix2pix/CycleGAN's halving of D's objective; it scales the whole objective, so the penalty
+        weights keep the papers' meaning relative to the adversarial terms. Real and fake go through D in one call
+        when D treats samples independently (no batch norm, no minibatch std): the same numbers, half the kernel
+        launches. ``condition`` is shared by real and fake. The penalties' double backward runs through the
+        uncompiled D (torch.compile cannot differentiate its graph twice).
         """
         net = self.nets[d_name]
         real_in, fake_in = self._noisy(real), self._noisy(fake.detach())
@@ -120,15 +184,16 @@ class Mode:
         else:
             real_logits, fake_logits = net(real_in, **condition), net(fake_in, **condition)
         loss = self.adversarial.discriminator(real_logits, fake_logits)
+        eager = getattr(net, "_orig_mod", net)
 
         def d(x: torch.Tensor):
-            return net(x, **condition)
+            return eager(x, **condition)
 
         if self.cfg.gp_weight:
             loss = loss + self.cfg.gp_weight * gradient_penalty(d, real, fake)
         if self.cfg.r1_gamma:
             loss = loss + 0.5 * self.cfg.r1_gamma * r1_penalty(d, real)
-        return loss
+        return 0.5 * loss
 
     def perceptual_term(self, output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Weighted frozen-encoder feature distance, or 0 when the constraint is off."""

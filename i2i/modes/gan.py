@@ -24,17 +24,18 @@ class GAN(Mode):
 
     name = "gan"
     data_kind = "single"
+    # No flips: a GAN learns the images as given (mirrored digits or letters are not in the data); StyleGAN2-ADA's
+    # --mirror is off by default too. Turn --flip on for data whose mirror images are as real as the originals.
     defaults = dict(norm="batch", d_norm="layer", gan_loss="bce", ema_decay=0.999, dropout=0.0, d_scales=1,
-                    perceptual_weight=0.0)
+                    perceptual_weight=0.0, flip=False)
     generators = ("G",)
     discriminators = ("D",)
     directions = ()
+    minibatch_std = True
 
     def build(self, cfg: TrainConfig) -> dict[str, nn.Module]:
         # Whole images rather than 286->256 crops: a GAN should learn the images as they are framed.
         cfg.load_size = cfg.load_size or cfg.size
-        if cfg.gan_loss == "wgan" and not (cfg.gp_weight or cfg.r1_gamma):
-            cfg.gp_weight = 10.0  # a WGAN critic needs a Lipschitz constraint (Gulrajani et al. 2017)
         classes = self.num_classes(cfg)
         return {"G": DCGANGenerator(cfg.latent_dim, cfg.size, cfg.ngf, classes, cfg.norm),
                 "D": DCGANDiscriminator(cfg.size, cfg.ndf, classes, cfg.d_norm, cfg.spectral_norm, cfg.minibatch_std)}

@@ -21,10 +21,15 @@ def build_generator(cfg: TrainConfig, in_channels: int = 3, out_channels: int = 
     raise I2IError(f"unknown generator '{cfg.generator}'; choose resnet or unet")
 
 
+def smallest_input(d_layers: int) -> int:
+    """The smallest image side a PatchGAN with ``d_layers`` stride-2 layers can judge (one patch at least)."""
+    return 3 * 2 ** d_layers
+
+
 def build_discriminator(cfg: TrainConfig, in_channels: int = 3) -> nn.Module:
     """The PatchGAN (or multi-scale PatchGAN) the config names; refuses sizes too small for its coarsest scale."""
     scales = cfg.d_scales or 1
-    coarsest, needed = cfg.size // 2 ** (scales - 1), 3 * 2 ** cfg.d_layers
+    coarsest, needed = cfg.size // 2 ** (scales - 1), smallest_input(cfg.d_layers)
     if coarsest < needed:
         raise I2IError(f"--size {cfg.size} is too small for a discriminator with --d-layers {cfg.d_layers} and "
                        f"--d-scales {scales}: its coarsest scale sees {coarsest} px but needs at least {needed}; "

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import I2IError
 from ..nets.unit import UnitTranslator, unit_networks
 from .base import Mode, StepOutput, register_mode
-from .parts import build_discriminator, per_sample_norm, run_batched
+from .parts import build_discriminator, per_sample_norm, run_batched, smallest_input
 
 
 def kl_term(mu: torch.Tensor) -> torch.Tensor:
@@ -26,11 +26,29 @@ def sample_latent(mu: torch.Tensor) -> torch.Tensor:
 class Unit(Mode):
     name = "unit"
     data_kind = "unpaired"
-    defaults = dict(norm="instance", d_norm="none", dropout=0.0, gan_loss="lsgan", d_scales=3, ema_decay=0.0,
+    # d_scales and d_layers: chosen in ``configure`` from --size (3 scales of a 3-layer PatchGAN from 96 px up).
+    defaults = dict(norm="instance", d_norm="none", dropout=0.0, gan_loss="lsgan", ema_decay=0.0,
                     perceptual_weight=0.0)
     generators = ("E_A", "E_B", "G_A", "G_B")
     discriminators = ("D_A", "D_B")
     directions = ("AtoB", "BtoA")
+    visual_names = ("input A", "output B", "reconstr. A", "input B", "output A", "reconstr. B")
+    max_scales = 3  # the UNIT code's multi-scale discriminator
+
+    @classmethod
+    def configure(cls, given, cfg, notes):
+        """Unless given, pick the most D scales (up to 3) and, below 24 px, the deepest PatchGAN the size allows."""
+        if given.d_scales is not None:
+            return cfg
+        if given.d_layers is None:
+            cfg.d_layers = max([1] + [n for n in (1, 2, 3) if smallest_input(n) <= cfg.size])
+        cfg.d_scales = max([1] + [s for s in range(1, cls.max_scales + 1)
+                                  if cfg.size // 2 ** (s - 1) >= smallest_input(cfg.d_layers)])
+        if cfg.d_scales < cls.max_scales or cfg.d_layers != 3:
+            notes.append(f"unit at --size {cfg.size}: the discriminator has {cfg.d_scales} scale(s) of a "
+                         f"{cfg.d_layers}-layer PatchGAN ({cls.max_scales} scales of 3 layers need --size "
+                         f"{smallest_input(3) * 2 ** (cls.max_scales - 1)}); set --d-scales/--d-layers to choose")
+        return cfg
 
     def build(self, cfg):
         try:

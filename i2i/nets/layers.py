@@ -154,15 +154,30 @@ def init_weights(module: nn.Module, kind: str = "normal", gain: float = 0.02) ->
     init = _choice(inits, kind, "init")
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            # a spectral-normed layer computes .weight from the stored .original: initialise that one
-            parametrized = nn.utils.parametrize.is_parametrized(m, "weight")
-            init(m.parametrizations.weight.original if parametrized else m.weight)
+            if nn.utils.parametrize.is_parametrized(m, "weight"):
+                _init_spectral_normed(m, init)
+            else:
+                init(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d,)) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return module
+
+
+SPECTRAL_NORM_INIT_ITERATIONS = 100
+
+
+def _init_spectral_normed(m: nn.Module, init) -> None:
+    """Initialise a spectral-normed layer's stored weight, then set up spectral norm afresh on it, so its
+    power-iteration vectors match the new weight (the first steps then see a spectral norm of 1)."""
+    nn.utils.parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+    init(m.weight)
+    nn.utils.parametrizations.spectral_norm(m)
+    with torch.no_grad():  # each read of .weight in train mode runs one more power iteration: converge them
+        for _ in range(SPECTRAL_NORM_INIT_ITERATIONS):
+            m.weight
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ from ..config import TrainConfig, save_config
 from ..data import ResumableSampler, make_dataset
 from ..data.datasets import ignore_stop_signals
 from ..errors import I2IError
+from ..losses.adversarial import clip_weights_
 from ..modes.base import Mode, StepOutput, create_mode
 from ..nets.layers import set_grad_checkpoint
 from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
@@ -33,7 +34,10 @@ PHASES = ("G", "D")
 
 
 def linear_decay(total_steps: int, decay_fraction: float) -> Callable[[int], float]:
-    """CycleGAN's schedule: constant LR, then linear decay to 0 over the last ``decay_fraction`` of the run."""
+    """CycleGAN's schedule: constant LR, then linear decay to 0 over the last ``decay_fraction`` of the run
+    (0: a constant LR)."""
+    if decay_fraction <= 0:
+        return lambda step: 1.0
     decay_steps = max(1, int(round(total_steps * decay_fraction)))
     start = total_steps - decay_steps
 
@@ -65,6 +69,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.mode: Mode = create_mode(cfg)
         cfg = self.cfg = self.mode.cfg
+        if self.rank == 0:
+            for note in self.mode.notes:
+                print(f"i2i: note: {note}", file=sys.stderr)
         self.precision = default_precision(self.device, cfg.precision)
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         self.run_dir = Path(cfg.out).expanduser().resolve()
@@ -96,9 +103,7 @@ class Trainer:
             "G": list({id(p): p for n in self.mode.generators for p in self.nets[n].parameters()}.values()),
             "D": list({id(p): p for n in self.mode.discriminators for p in self.nets[n].parameters()}.values())}
         self.phase_nets = {phase: self._wrap_for_phase(phase) for phase in PHASES}
-        fused = self.device.type == "cuda"
-        self.optimizers = {phase: torch.optim.Adam(self.phase_params[phase], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                                   fused=fused) for phase in PHASES}
+        self.optimizers = {phase: self._make_optimizer(phase) for phase in PHASES}
         self.scalers = {phase: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
                         for phase in PHASES}
 
@@ -142,6 +147,13 @@ class Trainer:
             return None
         ema = nn.ModuleDict({n: copy.deepcopy(self.nets[n]) for n in self.mode.generators})
         return ema.eval().requires_grad_(False)
+
+    def _make_optimizer(self, phase: str) -> torch.optim.Optimizer:
+        """Adam for every network, except a weight-clipped WGAN critic: RMSprop, as Arjovsky et al. 2017 advise."""
+        params, cfg = self.phase_params[phase], self.cfg
+        if phase == "D" and cfg.clip_weights:
+            return torch.optim.RMSprop(params, lr=cfg.lr)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=self.device.type == "cuda")
 
     def _wrap_for_phase(self, phase: str) -> nn.ModuleDict:
         """The networks a phase calls: its trained nets wrapped in DDP (and compiled), the others used raw."""
@@ -213,6 +225,8 @@ class Trainer:
         if finite or scaler.is_enabled():
             scaler.step(optimizer)
             scaler.update()
+        if phase == "D" and self.cfg.clip_weights:
+            clip_weights_(self.phase_params["D"], self.cfg.clip_weights)
         optimizer.zero_grad(set_to_none=True)
         return out, finite
 
