@@ -275,3 +275,16 @@ def test_periodic_eval_fails_fast_without_truth(example_data, tiny, tmp_path):
     with pytest.raises(I2IError, match="no ground truth"):
         i2i.train(mode="pix2pix", data=str(data), out=str(tmp_path / "run"), steps=5, eval_every=5, **tiny)
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before training
+
+
+def test_periodic_fid_checks_its_weights_before_training(task_dir, tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("I2I_ALLOW_DOWNLOAD", raising=False)
+    data = str(task_dir / "edges" / "paired")
+    with pytest.raises(I2IError, match="weights-inception-2015-12-05-6726825d.pth is missing"):
+        i2i.train(mode="pix2pix", data=data, out=str(tmp_path / "run"), steps=2, eval_every=1, eval_metrics="fid",
+                  **tiny)
+    with pytest.raises(I2IError, match="TF-Inception FID weights file not found: .*nope.pth"):
+        i2i.train(mode="pix2pix", data=data, out=str(tmp_path / "run2"), steps=2, eval_every=1, keep_best="kid",
+                  fid_weights=str(tmp_path / "nope.pth"), **tiny)
+    assert not list(tmp_path.glob("run*/checkpoints"))  # refused before training
