@@ -1,6 +1,7 @@
 """Bad input: broken and awkward image files, datasets containing them, and config errors that name the field."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 
@@ -11,11 +12,13 @@ from bad_images import write_corpus
 from PIL import Image
 
 import i2i
+import i2i.cli.export
 from i2i.cli import main as cli
 from i2i.config import make_config
 from i2i.data import ImageReadError, make_dataset, read_image
 from i2i.data.datasets import index_images
 from i2i.data.images import check_image
+from i2i.errors import EXIT_BUG, EXIT_ERROR
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +155,25 @@ def test_cli_and_config_file_errors(tmp_path, capsys):
     assert f"config file {broken} is not valid YAML" in capsys.readouterr().err
     assert cli(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_os_errors_are_one_line_and_bugs_show_their_traceback(monkeypatch, tmp_path, capsys):
+    """An OSError no check caught (here a full disk) is one line, exit 2; any other exception is a bug: traceback and
+    a line saying so, exit 1."""
+    argv = ["export", "--checkpoint", "run", "--format", "onnx", "--out", "g.onnx"]
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "g.onnx"))
+
+    monkeypatch.setattr(i2i.cli.export, "run", disk_full)
+    assert cli(argv) == EXIT_ERROR == 2
+    assert capsys.readouterr().err == f"i2i: error: no space left on device at {tmp_path / 'g.onnx'}\n"
+
+    def bug(args):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(i2i.cli.export, "run", bug)
+    assert cli(argv) == EXIT_BUG == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: boom" in err
+    assert err.endswith("i2i: internal error: this is a bug in i2i; please report it with the traceback above\n")

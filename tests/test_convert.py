@@ -1,6 +1,10 @@
 """Batch conversion: mirrored folders, odd inputs, tiling, resuming, bad files and write safety."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ from PIL import Image
 
 import i2i
 from i2i.cli import main
+from i2i.errors import EXIT_SOME_FAILED
 from i2i.convert.folder import TEMP_SUFFIX, translate_folder, write_image
 from i2i.convert.tiling import ramp, tile_starts
 
@@ -147,7 +152,7 @@ def test_corrupt_files_are_listed_and_cli_fails(run_dir, tmp_path, capsys):
     (src / "truncated.png").write_bytes(data[: len(data) // 2])
     code = main(["convert", "--checkpoint", str(run_dir), "--input", str(src), "--output", str(tmp_path / "out"),
                  "--device", "cpu", "--workers", "1", "--no-progress"])
-    assert code == 1
+    assert code == EXIT_SOME_FAILED == 3
     err = capsys.readouterr().err
     for name in ("broken.jpg", "empty.png", "truncated.png"):
         assert name in err
@@ -223,7 +228,7 @@ def test_failed_write_is_reported(translator, mixed, tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", disk_full)
     report = translate_folder(translator, mixed, tmp_path / "out", workers=0, progress=False)
     assert report.converted == [] and len(report.failed) == 7
-    assert all("No space left" in reason for _, reason in report.failed)
+    assert all(f"no space left on device at {tmp_path / 'out'}" in reason for _, reason in report.failed)
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
@@ -237,6 +242,11 @@ def test_bad_options_are_clear(translator, mixed, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(i2i.I2IError, match="no images"):
         translate_folder(translator, tmp_path / "empty", tmp_path / "o")
+    (tmp_path / "empty" / "a.gif").write_bytes(b"GIF89a")
+    with pytest.raises(i2i.I2IError, match=r"no images .* \(only files in other formats: .gif 1\)"):
+        translate_folder(translator, tmp_path / "empty", tmp_path / "o")
+    with pytest.raises(i2i.I2IError, match="tile must be at least 8 pixels"):  # 4 is the stride, 8 the smallest input
+        translate_folder(translator, mixed, tmp_path / "o", tile=4, overlap=0)
 
 
 def test_translate_image_keeps_size(translator):
@@ -257,3 +267,72 @@ def test_load_pix2pix(example_data, tmp_path, tiny):
                                          progress=False)
     assert len(report.converted) == 2 and report.failed == []
 
+
+
+def test_tiny_images_are_padded_for_the_net(translator, tmp_path):
+    """1 to 4 px sides (4x4 pads to nothing at stride 4, yet the resnet's reflection padding needs 8) convert at their
+    size, in a batch and tiled (a thin 3x100 image in 16 px tiles); the others are untouched by their presence."""
+    src = tmp_path / "in"
+    src.mkdir()
+    sizes = {"one.png": (1, 1), "two_by_three.png": (2, 3), "four.png": (4, 4), "thin.png": (3, 100),
+             "normal.png": (32, 32)}
+    for name, (height, width) in sizes.items():
+        Image.fromarray(_smooth(height, width)).save(src / name)
+    for options in ({}, {"tile": 16, "overlap": 4}):
+        dst = tmp_path / f"out{len(options)}"
+        report = translate_folder(translator, src, dst, workers=0, progress=False, **options)
+        assert report.failed == [] and len(report.converted) == 5
+        for name, (height, width) in sizes.items():
+            assert Image.open(dst / name).size == (width, height)
+    alone = translate_folder(translator, src / "normal.png", tmp_path / "alone", workers=0, progress=False)
+    expected = np.asarray(Image.open(tmp_path / "out0" / "normal.png"))
+    assert np.array_equal(np.asarray(Image.open(alone.converted[0])), expected)
+
+
+def test_an_image_the_net_refuses_fails_alone(translator, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, side in (("a.png", 16), ("b.png", 4), ("c.png", 24)):
+        Image.fromarray(_smooth(side, side)).save(src / name)
+    translate = translator.translate
+
+    def refuses_8px(x):  # b.png, padded to 8 px (the size probe sends zeros)
+        if x.shape[-1] == 8 and x.ne(0).any():
+            raise RuntimeError("Padding size should be less than the corresponding input dimension\nmore")
+        return translate(x)
+
+    monkeypatch.setattr(translator, "translate", refuses_8px)
+    report = translate_folder(translator, src, tmp_path / "out", workers=0, progress=False, batch_size=1)
+    assert sorted(p.name for p in report.converted) == ["a.png", "c.png"]
+    assert report.failed == [(src / "b.png", "cannot translate this 4x4 image: Padding size should be less than the "
+                                             "corresponding input dimension")]
+
+
+def test_special_files_are_skipped_and_other_formats_counted(run_dir, tmp_path):
+    """A FIFO, a device and a socket named like images would block or fail the reader: skipped and named (the CLI
+    must not hang: it runs under a timeout); a GIF and a text file are counted in the summary; exit code 3."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_smooth(16, 16)).save(src / "good.png")
+    os.mkfifo(src / "fifo.png")
+    (src / "device.jpg").symlink_to("/dev/zero")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(src / "socket.webp"))
+    Image.fromarray(_smooth(16, 16)).save(src / "anim.gif")
+    (src / "notes.txt").write_text("notes")
+    (src / ".hidden").write_text("not counted")
+    try:
+        done = subprocess.run([sys.executable, "-m", "i2i", "convert", "--checkpoint", str(run_dir), "--input",
+                               str(src), "--output", str(tmp_path / "out"), "--device", "cpu", "--workers", "1",
+                               "--no-progress"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        server.close()
+    assert done.returncode == EXIT_SOME_FAILED, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    for name, kind in (("fifo.png", "a named pipe (FIFO)"), ("device.jpg", "a character device"),
+                       ("socket.webp", "a socket")):
+        assert f"i2i: failed: {src / name}: {src / name} is {kind}, not an image file: skipped" in done.stderr
+    assert "converted 1, skipped 0 (already done), failed 3 in " in done.stdout
+    assert "; ignored 2 file(s) in other formats: .gif 1, .txt 1 -> " in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]

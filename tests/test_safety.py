@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 
 import i2i
 from i2i.cli import main as cli
@@ -84,6 +85,45 @@ def test_mismatched_or_incomplete_checkpoint_is_a_clear_error(run, tmp_path, exa
     with pytest.raises(i2i.I2IError, match="no checkpoint found"):  # an incomplete folder is not a checkpoint
         find_checkpoint(run)
     assert i2i.load(checkpoint, device="cpu") is not None  # weights and config alone still load for inference
+
+
+def test_state_with_missing_or_wrong_typed_fields_is_refused(run, capsys):
+    path = find_checkpoint(run) / "state.pt"
+    good = torch.load(path, weights_only=True)
+    cases = [({k: v for k, v in good.items() if k != "step"}, "'step' is missing"),
+             ({**good, "step": "3"}, "'step' is a str, not int"),
+             ({**good, "step": True}, "'step' is a bool, not int"),
+             ({k: v for k, v in good.items() if k not in ("rng", "scalers")}, "'scalers' is missing; 'rng' is missing"),
+             ({**good, "optimizers": [1]}, "'optimizers' is a list, not dict"),
+             ([1, 2], "a list")]
+    for state, problem in cases:
+        torch.save(state, path)
+        with pytest.raises(i2i.I2IError, match=re.escape(f"not an i2i training state ({problem})")):
+            load_state(path.parent)
+        assert cli(["train", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"i2i: error: refusing to resume from {path}: not an i2i training state ({problem})\n"
+
+
+def test_config_and_weights_that_do_not_match_are_named(run, tmp_path, capsys):
+    """A config.yaml from another run next to the weights, or weights without the expected groups: one line naming
+    the mismatch from i2i.load, convert and export (not a load_state_dict traceback)."""
+    checkpoint = find_checkpoint(run)
+    config = checkpoint / "config.yaml"
+    config.write_text(config.read_text().replace("ngf: 8\n", "ngf: 16\n"))
+    mismatch = (r"of its config.yaml: \d+ of another shape \(e.g. G_AB\.\S+: \(8, 3, 7, 7\) in the file, "
+                r"\(16, 3, 7, 7\) in the model\); were files of different runs mixed\?")
+    with pytest.raises(i2i.I2IError, match=mismatch):
+        i2i.load(run, device="cpu")
+    for argv in (["convert", "--input", str(tmp_path), "--output", str(tmp_path / "out")],
+                 ["export", "--format", "torchscript", "--out", str(tmp_path / "g.pt")]):
+        assert cli([*argv, "--checkpoint", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"i2i: error: {checkpoint}: weights.safetensors does not match the model of its "
+                              "config.yaml: ") and err.count("\n") == 1
+    save_file({"model.weight": torch.zeros(2)}, str(checkpoint / "weights.safetensors"))  # no 'nets' group
+    with pytest.raises(i2i.I2IError, match=r"config.yaml: \d+ tensor\(s\) missing \(e.g. G_AB\.\S+\); were"):
+        i2i.load(checkpoint, device="cpu")
 
 
 def test_source_loads_only_safe_formats():

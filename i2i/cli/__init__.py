@@ -7,9 +7,10 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 from typing import Optional, Sequence
 
-from ..errors import I2IError
+from ..errors import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, I2IError, os_error_message
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +29,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(args.run(args) or 0)
     except I2IError as e:
         print(f"i2i: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except OSError as e:  # a file or disk problem no check caught (a path that vanished, a full disk, ...)
+        print(f"i2i: error: {os_error_message(e)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("i2i: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:  # not a known failure: a bug, shown in full
+        traceback.print_exc()
+        print("i2i: internal error: this is a bug in i2i; please report it with the traceback above", file=sys.stderr)
+        return EXIT_BUG

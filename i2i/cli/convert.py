@@ -5,13 +5,16 @@ import argparse
 import sys
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..errors import EXIT_OK, EXIT_SOME_FAILED
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="translate a folder of images with a trained model",
                        description="Translate every image under --input (sub-folders mirrored, stems kept) into "
                        "--output. Outputs are written atomically; the output folder may not be or lie inside "
-                       "the input folder; unreadable images are listed and skipped (exit code 1).")
+                       "the input folder. Inputs that cannot be read or translated, or are not regular files, are "
+                       f"listed and skipped (exit code {EXIT_SOME_FAILED}); files in other formats are counted in "
+                       "the summary.")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     p.add_argument("--input", required=True, help="image folder (searched recursively) or one image file")
     p.add_argument("--output", required=True, help="output folder")
@@ -49,4 +52,4 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in report.failed:
         print(f"i2i: failed: {path}: {reason}", file=sys.stderr)
     print(f"i2i: {report.summary()} -> {args.output}")
-    return 1 if report.failed else 0
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK

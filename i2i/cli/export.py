@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import EXIT_OK, EXIT_SOME_FAILED
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained generator to TorchScript or ONNX",
                        description="Export the generator (fp32, input/output Bx3xHxW in [-1, 1], H and W multiples "
-                       "of the net's stride, dynamic batch and size) and check it against PyTorch.")
+                       "of the net's stride, dynamic batch and size) and check it against PyTorch (exit code "
+                       f"{EXIT_SOME_FAILED} when they differ beyond the tolerance).")
     p.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
     p.add_argument("--format", choices=("torchscript", "onnx"), required=True, help="torchscript or onnx")
     p.add_argument("--out", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
@@ -28,4 +31,4 @@ def run(args: argparse.Namespace) -> int:
         raise I2IError(f"checkpoint {args.checkpoint} generates from noise; only translation generators export")
     report = export_translator(translator, args.out, args.format, args.size, args.opset)
     print(f"i2i: {report.summary()}")
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_SOME_FAILED

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, BinaryIO, Callable, Optional
 
 import numpy as np
 import torch
 
-from ..errors import I2IError
+from ..errors import I2IError, os_error_message
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -68,7 +69,6 @@ def export_translator(translator: "Translator", out: str | Path, format: str = "
     if size < 1 or size % stride:
         raise I2IError(f"export size must be a positive multiple of the net's stride ({stride}); got {size}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(translator.net).to("cpu", torch.float32).eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
@@ -78,19 +78,34 @@ def export_translator(translator: "Translator", out: str | Path, format: str = "
         for message in _QUIET:
             warnings.filterwarnings("ignore", message=f".*{message}")
         if format == "torchscript":
-            torch.jit.save(torch.jit.trace(net, example), str(out))
+            traced = torch.jit.trace(net, example)
+            _write(out, lambda f: torch.jit.save(traced, f))
             if verify:
                 loaded = torch.jit.load(str(out))
                 for x in (example, other):
                     report.differences[tuple(x.shape)] = float((loaded(x) - net(x)).abs().max())
         else:
             axes = {0: "batch", 2: "height", 3: "width"}
-            torch.onnx.export(net, (example,), str(out), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": axes, "output": axes})
+            _write(out, lambda f: torch.onnx.export(net, (example,), f, dynamo=False, opset_version=opset,
+                                                    input_names=["input"], output_names=["output"],
+                                                    dynamic_axes={"input": axes, "output": axes}))
             if verify:
                 _verify_onnx(out, net, (example, other), report)
     return report
+
+
+def _write(out: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` into a temporary file next to ``out``, then renamed to it: no half-written model, and a
+    full disk or read-only folder is one clear error."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise I2IError(f"cannot write {out}: {os_error_message(e, out.parent)}") from None
 
 
 def _verify_onnx(path: Path, net: torch.nn.Module, inputs: tuple[torch.Tensor, ...], report: ExportReport) -> None:

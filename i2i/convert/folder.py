@@ -6,15 +6,18 @@ runs the net, a few threads encode and write the results, so the device does not
 Safety: the output folder may not be the input folder or lie inside it; no output ever replaces an input file,
 leaves the output folder (through a symbolic link) or goes through a symbolic link; every image is written to a
 hidden temporary file next to its final path and renamed into place, so an interrupted run never leaves a
-half-written image under a final name; unreadable inputs are reported and skipped.
+half-written image under a final name; unreadable inputs are reported and skipped, and so are inputs that are not
+regular files (a FIFO named ``a.png`` would block the reader forever). Images too small for the net are padded up to
+the smallest size it accepts; an image that still fails is reported, the others are converted.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, read_image, to_tensor
-from ..errors import I2IError
+from ..errors import I2IError, os_error_message
 from ..runtime import to_model_range
-from .tiling import translate_tiled
+from .tiling import smallest_side, translate_at_least, translate_tiled
 
 if TYPE_CHECKING:
     from ..api import Translator
@@ -42,11 +45,13 @@ TEMP_SUFFIX = ".i2i-tmp"
 
 @dataclass
 class ConvertReport:
-    """What a conversion did: output files written, inputs skipped (output already there), inputs that failed."""
+    """What a conversion did: output files written, inputs skipped (output already there), inputs that failed,
+    and the other files found under the input folder (formats convert does not read; hidden files not counted)."""
 
     converted: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -54,23 +59,49 @@ class ConvertReport:
         return len(self.converted) / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return (f"converted {len(self.converted)}, skipped {len(self.skipped)} (already done), "
+        text = (f"converted {len(self.converted)}, skipped {len(self.skipped)} (already done), "
                 f"failed {len(self.failed)} in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s)")
+        if self.ignored:
+            text += f"; ignored {len(self.ignored)} file(s) in other formats: {_by_suffix(self.ignored)}"
+        return text
+
+
+def _by_suffix(paths: list[Path]) -> str:
+    """``.gif 2, .txt 1``: how many files of each extension."""
+    counts = Counter(p.suffix.lower() or "(no extension)" for p in paths)
+    return ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def find_inputs(src: Path) -> list[Path]:
-    """``src`` itself if it is a file, else the image files under it, sorted; symlinked folders are not entered."""
+def find_inputs(src: Path) -> tuple[list[Path], list[Path]]:
+    """``src`` itself if it is a file, else the image files under it, sorted, and the other (not hidden) files
+    there, which are not read; symlinked folders are not entered."""
     if not src.is_dir():
-        return [src]
-    files = []
+        return [src], []
+    files, others = [], []
     for root, dirs, names in os.walk(src):
         dirs.sort()
-        files += [Path(root, n) for n in sorted(names) if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
-    return files
+        for name in sorted(names):
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(Path(root, name))
+            elif not name.startswith("."):
+                others.append(Path(root, name))
+    return files, others
+
+
+def special_file(path: Path) -> Optional[str]:
+    """What ``path`` is if it is not a regular file (a FIFO, device or socket), else None (also when it cannot be
+    examined: the reader then reports why)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+    return None if stat.S_ISREG(mode) else next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def pil_format(suffix: str) -> Optional[str]:
@@ -92,17 +123,20 @@ def plan_outputs(src: Path, dst: Path, format: str,
         where = "is the input folder" if dst_abs == src_abs else f"is inside the input folder {src}"
         raise I2IError(f"output folder {dst} {where}: outputs would mix with (and later be read as) inputs; "
                        "choose an output folder outside the input")
-    inputs = find_inputs(src)
+    inputs, others = find_inputs(src)
     if not inputs:
-        raise I2IError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {src}")
+        found = f" (only files in other formats: {_by_suffix(others)})" if others else ""
+        raise I2IError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {src}{found}")
     root = src if src.is_dir() else src.parent
     input_files = {p.resolve() for p in inputs}
-    report, jobs, claimed = ConvertReport(), [], {}
+    report, jobs, claimed = ConvertReport(ignored=others), [], {}
     for path in inputs:
         rel = path.relative_to(root)
         out = dst / rel.parent / (rel.stem + (path.suffix if format == "same" else "." + format))
         final = out.parent.resolve() / out.name
-        if not _inside(final, dst_abs):
+        if kind := special_file(path):
+            reason = f"{path} is {kind}, not an image file: skipped"
+        elif not _inside(final, dst_abs):
             reason = f"output path {out} leads outside the output folder (through a symbolic link)"
         elif final in input_files or out.resolve() in input_files:
             reason = f"output path {out} would overwrite an input file"
@@ -169,6 +203,8 @@ def write_image(array: np.ndarray, path: Path) -> None:
 def _write(array: np.ndarray, path: Path) -> Optional[str]:
     try:
         write_image(array, path)
+    except OSError as e:
+        return f"cannot write {path}: {os_error_message(e, path.parent)}"
     except Exception as e:
         return f"cannot write {path}: {type(e).__name__}: {e}"
     return None
@@ -207,13 +243,13 @@ def _uint8_hwc(y: torch.Tensor) -> np.ndarray:
 
 @torch.inference_mode()
 def _translate(translator: "Translator", items: list[dict], resize: Optional[int], tile: Optional[int],
-               overlap: int, batch_size: int) -> list[np.ndarray]:
+               overlap: int, batch_size: int, minimum: int) -> list[np.ndarray]:
     """Translate decoded items of one size (or one tiled image) to HxWx3 uint8 arrays at their original size."""
     if tile and max(items[0]["image"].shape[-2:]) > tile:
-        outputs = [translate_tiled(translator, items[0]["image"], tile, overlap, batch_size)]
+        outputs = [translate_tiled(translator, items[0]["image"], tile, overlap, batch_size, minimum)]
     else:
         x = torch.stack([item["image"] for item in items]).to(translator.device, non_blocking=True)
-        y = translator.translate(to_model_range(x))
+        y = translate_at_least(translator, to_model_range(x), minimum)
         if not resize:
             return list(_uint8_hwc(y))
         outputs = list(y)
@@ -233,7 +269,8 @@ def translate_folder(translator: "Translator", src: str | Path, dst: str | Path,
     extension). Images are translated at their native size (padded to the net's stride and cropped back), or
     resized to ``resize`` x ``resize`` and back; images larger than ``tile`` are translated in overlapping tiles
     (see :mod:`i2i.convert.tiling`). ``skip_existing`` leaves inputs whose output exists (to finish a stopped run).
-    Unreadable inputs are skipped and listed in the report's ``failed``.
+    Inputs that cannot be read, are not regular files or cannot be translated are listed in the report's
+    ``failed``, the other files under ``src`` in its ``ignored``; the rest is converted.
     """
     if format not in FORMATS:
         raise I2IError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -241,9 +278,11 @@ def translate_folder(translator: "Translator", src: str | Path, dst: str | Path,
         raise I2IError(f"batch_size must be >= 1 and workers >= 0; got {batch_size} and {workers}")
     if resize is not None and resize < 1:
         raise I2IError(f"resize must be a positive size in pixels; got {resize}")
+    minimum = smallest_side(translator)
     if tile is not None:
-        if tile < translator.stride:
-            raise I2IError(f"tile must be at least the net's stride ({translator.stride} pixels); got {tile}")
+        if tile < minimum:
+            raise I2IError(f"tile must be at least {minimum} pixels (the smallest input this net translates); "
+                           f"got {tile}")
         tile = tile // translator.stride * translator.stride
         if not 0 <= overlap < tile:
             raise I2IError(f"overlap must be between 0 and the tile size ({tile}); got {overlap}")
@@ -263,11 +302,16 @@ def translate_folder(translator: "Translator", src: str | Path, dst: str | Path,
 
     def run(items: list[dict]) -> None:
         try:
-            arrays = _translate(translator, items, resize, tile, overlap, batch_size)
+            arrays = _translate(translator, items, resize, tile, overlap, batch_size, minimum)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             for item in items:
                 done(item["index"], "out of GPU memory: lower --batch-size or use --tile")
+            return
+        except RuntimeError as e:  # the net refuses this input (shape, size): this batch fails, the others go on
+            size = "x".join(map(str, items[0]["image"].shape[-2:]))
+            for item in items:
+                done(item["index"], f"cannot translate this {size} image: {str(e).strip().splitlines()[0]}")
             return
         for item, array in zip(items, arrays):
             writer.submit(item["index"], array, jobs[item["index"]][1])

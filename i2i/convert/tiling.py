@@ -22,11 +22,35 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from ..nets.layers import InstanceNorm2d, LayerNorm2d
 from ..runtime import to_model_range
+
+
+@torch.inference_mode()
+def smallest_side(translator, limit: int = 64) -> int:
+    """The smallest multiple of the net's stride it can translate: reflection padding needs a few pixels at the
+    net's coarsest scale, so a 4x4 image may be too small for it (found by trying sizes, once per conversion)."""
+    for side in range(translator.stride, limit * translator.stride + 1, translator.stride):
+        try:
+            translator.translate(torch.zeros(1, 3, side, side, device=translator.device))
+        except RuntimeError:  # e.g. "Padding size should be less than the corresponding input dimension"
+            continue
+        return side
+    raise RuntimeError(f"the generator translates no image of up to {limit * translator.stride} pixels")
+
+
+def translate_at_least(translator, x: torch.Tensor, minimum: int) -> torch.Tensor:
+    """Translate a batch in [-1, 1], first padding sides under ``minimum`` pixels (edge pixels repeated) and
+    cropping the result back."""
+    height, width = x.shape[-2:]
+    grow_h, grow_w = max(0, minimum - height), max(0, minimum - width)
+    if grow_h or grow_w:
+        x = F.pad(x, (0, grow_w, 0, grow_h), mode="replicate")
+    return translator.translate(x)[..., :height, :width]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -110,10 +134,12 @@ def thumbnail(image: torch.Tensor, max_pixels: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def translate_tiled(translator, image: torch.Tensor, tile: int, overlap: int, batch_size: int = 4) -> torch.Tensor:
+def translate_tiled(translator, image: torch.Tensor, tile: int, overlap: int, batch_size: int = 4,
+                    minimum: int = 1) -> torch.Tensor:
     """Translate a 3xHxW uint8 image tile by tile; returns the 3xHxW float result in [-1, 1] on the device.
 
-    ``tile`` is rounded down to a multiple of the net's stride; neighbouring tiles share ``overlap`` pixels.
+    ``tile`` is rounded down to a multiple of the net's stride; neighbouring tiles share ``overlap`` pixels; tiles
+    (of a thin image) and the thumbnail are padded to at least ``minimum`` pixels (see :func:`smallest_side`).
     """
     stride = translator.stride
     tile = max(stride, tile // stride * stride)
@@ -130,11 +156,11 @@ def translate_tiled(translator, image: torch.Tensor, tile: int, overlap: int, ba
         total_x[x:x + tw] += ramp(tw, x, width, overlap)
     small = to_model_range(thumbnail(image, batch_size * tile * tile).to(device))
     positions = [(y, x) for y in ys for x in xs]
-    with shared_norm_statistics(translator.net, lambda: translator.translate(small)):
+    with shared_norm_statistics(translator.net, lambda: translate_at_least(translator, small, minimum)):
         for i in range(0, len(positions), batch_size):
             chunk = positions[i:i + batch_size]
             tiles = torch.stack([image[:, y:y + th, x:x + tw] for y, x in chunk]).to(device, non_blocking=True)
-            result = translator.translate(to_model_range(tiles))
+            result = translate_at_least(translator, to_model_range(tiles), minimum)
             for (y, x), r in zip(chunk, result):
                 weight = torch.outer(ramp(th, y, height, overlap), ramp(tw, x, width, overlap)).to(device)
                 out[:, y:y + th, x:x + tw].addcmul_(r, weight)

@@ -293,17 +293,18 @@ def load_weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def load_matching(module: nn.Module, tensors: dict[str, torch.Tensor], checkpoint: Path) -> None:
-    """``module.load_state_dict(tensors)``, or an :class:`I2IError` naming the first tensors that do not match the
-    model the checkpoint's config.yaml builds."""
+    """``module.load_state_dict(tensors)``, or an :class:`I2IError` naming what does not match the model that the
+    checkpoint's config.yaml builds."""
     expected = module.state_dict()
-    problems = [f"{key} is missing" for key in expected if key not in tensors]
-    problems += [f"{key} is not in the model" for key in tensors if key not in expected]
-    problems += [f"{key} has shape {tuple(tensors[key].shape)}, the model {tuple(value.shape)}"
-                 for key, value in expected.items() if key in tensors and tensors[key].shape != value.shape]
+    missing = [key for key in expected if key not in tensors]
+    unknown = [key for key in tensors if key not in expected]
+    reshaped = [f"{key}: {tuple(tensors[key].shape)} in the file, {tuple(value.shape)} in the model"
+                for key, value in expected.items() if key in tensors and tensors[key].shape != value.shape]
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in (
+        (missing, "tensor(s) missing"), (unknown, "not in the model"), (reshaped, "of another shape")) if keys]
     if problems:
-        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
         raise I2IError(f"{checkpoint}: weights.safetensors does not match the model of its config.yaml: "
-                       f"{'; '.join(problems[:2])}{more}; were files of different runs mixed?")
+                       f"{'; '.join(problems)}; were files of different runs mixed?")
     module.load_state_dict(tensors)
 
 
