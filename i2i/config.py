@@ -43,9 +43,11 @@ class TrainConfig:
                                    ("fp32", "bf16", "fp16"))
     channels_last: Optional[bool] = opt(None, "channels-last memory format (default: on for CUDA)")
     compile: bool = opt(False, "torch.compile the networks")
+    cuda_graph: bool = opt(False, "capture the whole training step in a CUDA graph (CUDA only)")
     grad_checkpoint: bool = opt(False, "recompute generator residual blocks in backward (less memory, more time)")
     sync_bn: bool = opt(False, "SyncBatchNorm across DDP ranks for batch-norm models (CUDA only)")
-    workers: int = opt(2, "DataLoader worker processes")
+    workers: Optional[int] = opt(None, "DataLoader worker processes (default: CPUs / processes on this machine, "
+                                 "at most 8)")
     # networks
     generator: Optional[str] = opt(None, "generator backbone: resnet or unet", ("resnet", "unet"))
     ngf: int = opt(64, "generator base width")

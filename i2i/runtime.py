@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -23,6 +24,16 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device
+
+
+def data_workers(requested: Optional[int], local_processes: Optional[int] = None) -> int:
+    """DataLoader workers per process: as requested, else the CPUs this process may use shared by the training
+    processes on this machine (``LOCAL_WORLD_SIZE`` under torchrun), at most 8."""
+    if requested is not None:
+        return requested
+    local_processes = local_processes or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cpus // max(1, local_processes))
 
 
 def default_precision(device: torch.device, precision: str | None) -> str:

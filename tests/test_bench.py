@@ -8,7 +8,9 @@ import pytest
 
 from i2i.cli import main as cli_main
 from i2i.data import list_images
-from i2i.train.bench import TABLE_COLUMNS, main, make_jpeg_dataset
+import torch
+
+from i2i.bench import TABLE_COLUMNS, gpu_peak, main, make_jpeg_dataset, peak_for
 
 TINY = ["--size", "32", "--ngf", "8", "--ndf", "8", "--n-blocks", "2", "--batch-sizes", "2", "--warmup", "1",
         "--steps", "2", "--repeats", "1", "--workers", "0", "--device", "cpu"]
@@ -32,11 +34,15 @@ def test_synthetic_sweep_writes_json_and_table(tmp_path):
         assert row["gflop_per_img"] > 0 and row["tflops"] > 0
     # FLOPs depend on the networks, not the precision; the ResNet CycleGAN costs more than the tiny U-Net pix2pix
     assert rows[0]["gflop_per_img"] == rows[1]["gflop_per_img"] > rows[2]["gflop_per_img"]
-    assert report["environment"]["torch"] and "989" in report["peak_tflops_note"]
-    table = out_md.read_text().splitlines()
-    assert table[0] == "| " + " | ".join(TABLE_COLUMNS) + " |" and len(table) == 2 + len(rows)
-    assert "| cyclegan | synthetic | bf16 | off | off | off | 2 |" in table[3]
-    assert all(line.endswith("| n/a |") for line in table[2:])  # peak_frac
+    assert report["environment"]["torch"]
+    note = "no peak_frac: no peak figure for device cpu (give --peak-tflops to get one)"
+    assert report["peak_tflops_note"] == note
+    lines = out_md.read_text().splitlines()
+    assert lines[0] == note + "." and lines[1] == ""  # said plainly above the table, which has no peak_frac column
+    table = lines[2:]
+    columns = [c for c in TABLE_COLUMNS if c != "peak_frac"]
+    assert table[0] == "| " + " | ".join(columns) + " |" and len(table) == 2 + len(rows)
+    assert table[3].startswith("| cyclegan | synthetic | bf16 | off | off | off | off | 2 |")
 
 
 def test_folder_source_through_cli_with_peak(tmp_path):
@@ -44,10 +50,13 @@ def test_folder_source_through_cli_with_peak(tmp_path):
     assert cli_main(["bench", "--modes", "pix2pix", "--sources", "folder", "--precisions", "fp32",
                      "--make-jpegs", "4", "--peak-tflops", "1.0", *TINY, "--json", str(out_json),
                      "--markdown", str(tmp_path / "b.md")]) == 0
-    (row,) = json.loads(out_json.read_text())["rows"]
+    report = json.loads(out_json.read_text())
+    (row,) = report["rows"]
+    assert report["peak_tflops_note"] == "peak_frac = achieved TFLOP/s / 1 TFLOP/s (given with --peak-tflops)"
     assert row["source"] == "folder" and "error" not in row
     assert 0 <= row["data_wait"] <= 1
     assert math.isclose(row["peak_frac"], row["tflops"] / 1.0)
+    assert (tmp_path / "b.md").read_text().splitlines()[2].endswith("| peak_frac |")
 
 
 def test_failed_setting_is_reported_not_fatal(tmp_path):
@@ -70,3 +79,24 @@ def test_generated_jpeg_layouts(tmp_path, kind, folders):
     root = make_jpeg_dataset(tmp_path, kind, 3, 16)
     assert {name: len(list_images(root / name)) for name in folders} == folders
     assert all(p.suffix == ".jpg" for p in list_images(root / next(iter(folders))))
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", ("H100 SXM", 989.0)),
+                                       ("NVIDIA H100 PCIe", ("H100 PCIe", 756.0)),
+                                       ("NVIDIA H200", ("H200", 989.0)),
+                                       ("NVIDIA A100-SXM4-80GB", ("A100", 312.0)),
+                                       ("NVIDIA L40S", ("L40S", 362.0)), ("NVIDIA L4", ("L4", 121.0)),
+                                       ("NVIDIA A10G", None), ("NVIDIA GeForce RTX 4090", None)])
+def test_gpu_peak_table_matches_whole_words(name, peak):
+    assert gpu_peak(name) == peak
+
+
+def test_peak_note_names_the_gpu_and_its_figure_or_says_there_is_none(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert peak_for(torch.device("cuda"), None) == (
+        989.0, "peak_frac = achieved TFLOP/s / 989 TFLOP/s, the H200 datasheet's dense bf16 tensor-core peak "
+               "(GPU 'NVIDIA H200')")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA GeForce RTX 4090")
+    assert peak_for(torch.device("cuda"), None) == (
+        None, "no peak_frac: no dense bf16 peak known for GPU 'NVIDIA GeForce RTX 4090' (give --peak-tflops to get one)")
+    assert peak_for(torch.device("cuda"), 100.0)[0] == 100.0

@@ -5,7 +5,7 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from i2i.train.bench import main  # noqa: E402
+from i2i.bench import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,11 @@
-"""``i2i bench``: training throughput per mode and setting (the logic lives in :mod:`i2i.train.bench`)."""
+"""``i2i bench``: training throughput per mode and setting (the logic lives in :mod:`i2i.bench`)."""
 from __future__ import annotations
 
 import argparse
 
 
 def add_parser(sub) -> None:
-    from ..train import bench
+    from .. import bench
     p = sub.add_parser("bench", help="measure training speed (img/s, memory, data wait, TFLOP/s)",
                        description=bench.__doc__.split("\n\n")[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -14,5 +14,5 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.bench import run_from_args
+    from ..bench import run_from_args
     return run_from_args(args)

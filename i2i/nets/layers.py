@@ -2,25 +2,46 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
 class InstanceNorm2d(nn.Module):
-    """Instance norm written with ``var_mean`` so it keeps the memory format (channels-last) and fuses under compile."""
+    """Instance norm in two interchangeable forms: written with ``var_mean`` (keeps channels-last, fuses with its
+    neighbours under torch.compile) or, when ``fused``, torch's single ``F.instance_norm`` kernel (fewer eager kernel
+    launches; its output is put back in channels-last when the input was). Both keep statistics in fp32 and return
+    the input's dtype; see :func:`use_fused_instance_norm`."""
 
     def __init__(self, channels: int, affine: bool = False, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
+        self.fused = False
         self.weight = nn.Parameter(torch.ones(channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            y = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+            return y.contiguous(memory_format=torch.channels_last) if _is_channels_last(x) else y
         var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
         y = ((x.float() - mean) * torch.rsqrt(var + self.eps)).to(x.dtype)
         if self.weight is not None:
             y = y * self.weight.view(1, -1, 1, 1).to(y.dtype) + self.bias.view(1, -1, 1, 1).to(y.dtype)
         return y
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def use_fused_instance_norm(module: nn.Module, enabled: bool) -> int:
+    """Switch every :class:`InstanceNorm2d` in ``module`` to torch's fused kernel (eager mode) or back to the
+    ``var_mean`` form (torch.compile); returns how many it found."""
+    norms = [m for m in module.modules() if isinstance(m, InstanceNorm2d)]
+    for norm in norms:
+        norm.fused = enabled
+    return len(norms)
 
 
 class LayerNorm2d(nn.Module):

@@ -23,8 +23,8 @@ from ..errors import I2IError
 from ..losses.adversarial import clip_weights_
 from ..modes.base import Mode, StepOutput, create_mode
 from ..nets.layers import set_grad_checkpoint
-from ..runtime import (autocast, default_precision, pick_device, rng_state, seed_everything, set_rng_state,
-                       to_model_range)
+from ..runtime import (autocast, data_workers, default_precision, pick_device, rng_state, seed_everything,
+                       set_rng_state, to_model_range)
 from . import distributed as dist
 from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
@@ -116,11 +116,12 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise I2IError(f"{len(self.dataset)} training image(s) in {cfg.data} is fewer than one batch of "
                            f"{cfg.batch_size}")
+        workers = data_workers(cfg.workers)
         self.loader = DataLoader(self.dataset, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
-                                 num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=cfg.workers > 0, generator=torch.Generator(),
-                                 worker_init_fn=ignore_stop_signals if cfg.workers > 0 else None,
-                                 prefetch_factor=4 if cfg.workers > 0 else None)
+                                 num_workers=workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=workers > 0, generator=torch.Generator(),
+                                 worker_init_fn=ignore_stop_signals if workers > 0 else None,
+                                 prefetch_factor=4 if workers > 0 else None)
         self.total_steps = cfg.steps or (cfg.epochs or 200) * self.steps_per_epoch
         self.lr_factor = linear_decay(self.total_steps, cfg.lr_decay)
         self.schedulers = {phase: torch.optim.lr_scheduler.LambdaLR(self.optimizers[phase], self.lr_factor)

@@ -18,16 +18,22 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-DEFAULT_PEAK_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet, dense bf16 tensor cores (anchors.md measured ~775-800)
-TABLE_COLUMNS = ("mode", "source", "precision", "channels_last", "compile", "grad_checkpoint", "batch", "img_s",
-                 "step_ms", "peak_mem_gib", "data_wait", "gflop_per_img", "tflops", "peak_frac")
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s, by the words of the name torch
+# reports ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"); the first entry whose words all appear wins, so
+# variants come before their family. A measured H100 SXM reaches about 775-800 (anchors.md).
+BF16_DENSE_PEAK_TFLOPS = (("H100 PCIE", "H100 PCIe", 756.0), ("H100 NVL", "H100 NVL", 835.0),
+                          ("H100", "H100 SXM", 989.0), ("H200 NVL", "H200 NVL", 835.0), ("H200", "H200", 989.0),
+                          ("GH200", "GH200", 989.0), ("A100", "A100", 312.0), ("L40S", "L40S", 362.0),
+                          ("A10", "A10", 125.0), ("L4", "L4", 121.0))
+TABLE_COLUMNS = ("mode", "source", "precision", "channels_last", "compile", "cuda_graph", "grad_checkpoint", "batch",
+                 "img_s", "step_ms", "peak_mem_gib", "data_wait", "gflop_per_img", "tflops", "peak_frac")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class Setting:
     precision: str
     channels_last: bool
     compile: bool
+    cuda_graph: bool
     grad_checkpoint: bool
     batch: int
 
@@ -92,6 +99,28 @@ def loader_batches(trainer) -> Iterator[dict[str, torch.Tensor]]:
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
+def gpu_peak(gpu_name: str) -> Optional[tuple[str, float]]:
+    """The known GPU a device name denotes and its dense bf16 peak in TFLOP/s, or None for a GPU not in the table."""
+    words = set(gpu_name.upper().replace("-", " ").split())
+    return next(((label, tflops) for key, label, tflops in BF16_DENSE_PEAK_TFLOPS if set(key.split()) <= words),
+                None)
+
+
+def peak_for(device: torch.device, given: Optional[float]) -> tuple[Optional[float], str]:
+    """The peak TFLOP/s that ``peak_frac`` divides by, and a sentence saying where it comes from (or why none)."""
+    if given is not None:
+        return given, f"peak_frac = achieved TFLOP/s / {given:g} TFLOP/s (given with --peak-tflops)"
+    if device.type != "cuda":
+        return None, f"no peak_frac: no peak figure for device {device.type} (give --peak-tflops to get one)"
+    gpu = torch.cuda.get_device_name(device)
+    known = gpu_peak(gpu)
+    if known is None:
+        return None, (f"no peak_frac: no dense bf16 peak known for GPU '{gpu}' (give --peak-tflops to get one)")
+    label, tflops = known
+    return tflops, (f"peak_frac = achieved TFLOP/s / {tflops:g} TFLOP/s, the {label} datasheet's dense bf16 "
+                    f"tensor-core peak (GPU '{gpu}')")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -144,7 +173,7 @@ class Options:
     warmup: int = 3
     steps: int = 10
     repeats: int = 5
-    workers: int = 4
+    workers: Optional[int] = None  # None: the trainer's default (from the CPU count)
     device: str = "auto"
     peak_tflops: Optional[float] = None
     work_dir: str = ""
@@ -154,20 +183,20 @@ class Options:
 
 def build_trainer(setting: Setting, opts: Options, data: str, out: str):
     """The real Trainer for one setting (LR kept constant: the run is declared practically endless)."""
-    from ..config import make_config
-    from .trainer import Trainer
+    from .config import make_config
+    from .train.trainer import Trainer
     extra = dict(opts.extra or {})
     if setting.mode == "encoder" and "encoder_weights" not in extra:
-        extra.update(_random_encoder(extra.get("encoder", "vgg16"), opts.work_dir))
+        extra.update(random_encoder(extra.get("encoder", "vgg16"), opts.work_dir))
     fields = dict(mode=setting.mode, data=data, out=out, steps=10**9, batch_size=setting.batch, size=opts.size,
                   ngf=opts.ngf, ndf=opts.ndf, n_blocks=opts.n_blocks, precision=setting.precision,
-                  channels_last=setting.channels_last, compile=setting.compile,
+                  channels_last=setting.channels_last, compile=setting.compile, cuda_graph=setting.cuda_graph,
                   grad_checkpoint=setting.grad_checkpoint, workers=opts.workers, device=opts.device,
                   tensorboard=False, log_every=10**9, sample_every=10**9, checkpoint_every=10**9, **extra)
     return Trainer(make_config(fields))
 
 
-def _random_encoder(name: str, work_dir: str) -> dict[str, str]:
+def random_encoder(name: str, work_dir: str | Path) -> dict[str, str]:
     """A randomly initialised torchvision encoder saved to a file: the perceptual term costs the same to compute
     with random weights, so the encoder mode can be timed without the pretrained file."""
     import torchvision
@@ -180,7 +209,7 @@ def _random_encoder(name: str, work_dir: str) -> dict[str, str]:
 
 def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, float]) -> dict[str, Any]:
     """Measure one setting; failures (e.g. out of memory) become a row with an ``error``."""
-    from ..modes.base import mode_class
+    from .modes.base import mode_class
     row: dict[str, Any] = asdict(setting)
     kind = mode_class(setting.mode).data_kind
     data = (opts.folder_data or {})[kind]
@@ -203,8 +232,6 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
         windows, wait_share = time_windows(trainer, next_batch, opts.warmup, opts.steps, opts.repeats)
         step_s = statistics.median(windows) / opts.steps
         tflops = flops_cache[key] / step_s / 1e12
-        peak = opts.peak_tflops if opts.peak_tflops is not None else (
-            DEFAULT_PEAK_TFLOPS if device.type == "cuda" else None)
         row.update(
             img_s=setting.batch / step_s,
             step_ms=step_s * 1e3,
@@ -213,7 +240,7 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
             data_wait=wait_share,
             gflop_per_img=flops_cache[key] / setting.batch / 1e9,
             tflops=tflops,
-            peak_frac=tflops / peak if peak else None,
+            peak_frac=tflops / opts.peak_tflops if opts.peak_tflops else None,
             process_peak_rss_mib=_peak_rss_mib(),
             device=str(device),
         )
@@ -231,8 +258,8 @@ def bench_setting(setting: Setting, opts: Options, flops_cache: dict[tuple, floa
 
 def model_flops(setting: Setting, opts: Options, data: str, out: str, kind: str) -> float:
     """FLOPs of one step of a plain (eager, not checkpointed) trainer for the setting's mode and batch size."""
-    counter = build_trainer(Setting(**{**asdict(setting), "compile": False, "grad_checkpoint": False}), opts, data,
-                            out)
+    plain = Setting(**{**asdict(setting), "compile": False, "cuda_graph": False, "grad_checkpoint": False})
+    counter = build_trainer(plain, opts, data, out)
     try:
         return count_step_flops(counter, synthetic_batch(kind, setting.batch, opts.size, counter.device,
                                                          counter.cfg.num_classes))
@@ -249,10 +276,11 @@ def _release_memory() -> None:
 
 # --- sweep and reports -----------------------------------------------------------------------------------------
 def settings(modes: list[str], sources: list[str], precisions: list[str], channels_last: list[bool],
-             compile: list[bool], grad_checkpoint: list[bool], batches: list[int]) -> list[Setting]:
+             compile: list[bool], cuda_graph: list[bool], grad_checkpoint: list[bool], batches: list[int]
+             ) -> list[Setting]:
     """The cross product of the swept lists."""
     return [Setting(*values) for values in itertools.product(modes, sources, precisions, channels_last, compile,
-                                                             grad_checkpoint, batches)]
+                                                             cuda_graph, grad_checkpoint, batches)]
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -275,15 +303,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def table_columns(with_peak: bool) -> tuple[str, ...]:
+    """The table's columns; ``peak_frac`` only when there is a peak to divide by."""
+    return TABLE_COLUMNS if with_peak else tuple(c for c in TABLE_COLUMNS if c != "peak_frac")
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """One line per setting; failed settings show their error."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    named = len(fields(Setting))  # the setting's own columns come first
     for row in rows:
         if "error" in row:
-            cells = [_cell(row.get(c)) for c in TABLE_COLUMNS[:7]] + [f"error: {row['error']}"] + \
-                    [""] * (len(TABLE_COLUMNS) - 8)
+            cells = [_cell(row.get(c)) for c in columns[:named]] + [f"error: {row['error']}"] + \
+                    [""] * (len(columns) - named - 1)
         else:
-            cells = [_cell(row.get(c)) for c in TABLE_COLUMNS]
+            cells = [_cell(row.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -292,11 +326,12 @@ def run_benchmark(setting_list: list[Setting], opts: Options, log: Callable[[str
                   ) -> list[dict[str, Any]]:
     """Measure every setting in turn."""
     flops_cache: dict[tuple, float] = {}
+    columns = table_columns(opts.peak_tflops is not None)
     rows = []
     for setting in setting_list:
         row = bench_setting(setting, opts, flops_cache)
         rows.append(row)
-        log(markdown_table([row]).splitlines()[-1])
+        log(markdown_table([row], columns).splitlines()[-1])
     return rows
 
 
@@ -332,6 +367,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precisions", type=_list(str), default=["fp32", "bf16"], help="fp32, bf16, fp16")
     p.add_argument("--channels-last", type=_list(_on_off), default=[False], help="on, off or on,off")
     p.add_argument("--compile", type=_list(_on_off), default=[False], help="on, off or on,off (torch.compile)")
+    p.add_argument("--cuda-graph", type=_list(_on_off), default=[False],
+                   help="on, off or on,off (the whole step captured in a CUDA graph; CUDA only)")
     p.add_argument("--grad-checkpoint", type=_list(_on_off), default=[False], help="on, off or on,off")
     p.add_argument("--batch-sizes", type=_list(int), default=[1, 4, 16], help="comma-separated batch sizes")
     p.add_argument("--size", type=int, default=256, help="training crop size")
@@ -343,11 +380,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile happens here)")
     p.add_argument("--steps", type=int, default=10, help="steps per timed window")
     p.add_argument("--repeats", type=int, default=5, help="timed windows; the median is reported")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers for the folder source")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers for the folder source (default: the trainer's, from the CPU count)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--peak-tflops", type=float, default=None,
-                   help=f"peak to report achieved TFLOP/s against (default on CUDA: {DEFAULT_PEAK_TFLOPS:g}, the "
-                        "H100 SXM dense bf16 datasheet figure; none on CPU)")
+                   help="peak to report achieved TFLOP/s against (default: the GPU's dense bf16 datasheet peak for "
+                        f"{', '.join(label for _, label, _ in BF16_DENSE_PEAK_TFLOPS)}; none for other GPUs "
+                        "and on CPU)")
     p.add_argument("--data", default=None, help="image folder for the folder source, in the layout of the "
                    "modes' data kind (not given: generated JPEGs)")
     p.add_argument("--make-jpegs", type=int, default=64, metavar="N",
@@ -359,9 +398,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the sweep the flags describe and write the JSON and Markdown reports."""
-    from ..errors import I2IError
-    from ..modes import load_all_modes
-    from ..modes.base import MODES
+    from .errors import I2IError
+    from .modes import load_all_modes
+    from .modes.base import MODES
+    from .runtime import pick_device
     load_all_modes()
     modes = args.modes or sorted(MODES)
     unknown = [m for m in modes if m not in MODES]
@@ -380,22 +420,26 @@ def run_from_args(args: argparse.Namespace) -> int:
                 n = args.make_jpegs if "folder" in args.sources else largest
                 size = args.jpeg_size or (args.size if "folder" in args.sources else 32)
                 folder_data[kind] = str(make_jpeg_dataset(Path(work) / kind, kind, max(n, largest), size))
+        peak, peak_note = peak_for(pick_device(args.device), args.peak_tflops)
         opts = Options(size=args.size, ngf=args.ngf, ndf=args.ndf, n_blocks=args.n_blocks, warmup=args.warmup,
                        steps=args.steps, repeats=args.repeats, workers=args.workers, device=args.device,
-                       peak_tflops=args.peak_tflops, work_dir=work, folder_data=folder_data,
+                       peak_tflops=peak, work_dir=work, folder_data=folder_data,
                        extra=dict(args.extra))
         setting_list = settings(modes, args.sources, args.precisions, args.channels_last, args.compile,
-                                args.grad_checkpoint, args.batch_sizes)
-        print("| " + " | ".join(TABLE_COLUMNS) + " |")
+                                args.cuda_graph, args.grad_checkpoint, args.batch_sizes)
+        columns = table_columns(peak is not None)
+        print(peak_note)
+        print(markdown_table([], columns).splitlines()[0])
         rows = run_benchmark(setting_list, opts)
     report = {"environment": environment(args.device),
               "options": {k: v for k, v in asdict(opts).items() if k not in ("work_dir", "folder_data")},
-              "peak_tflops_note": "peak_frac = achieved TFLOP/s / --peak-tflops (default on CUDA: 989, H100 SXM "
-                                  "dense bf16 datasheet); model FLOPs counted once per mode and batch with "
-                                  "torch.utils.flop_counter.FlopCounterMode on one eager training step "
-                                  "(gradient-checkpointing recomputation not counted)",
+              "peak_tflops_note": peak_note,
+              "flops_note": "model FLOPs counted once per mode and batch with torch.utils.flop_counter."
+                            "FlopCounterMode on one eager training step (gradient-checkpointing recomputation not "
+                            "counted)",
               "rows": rows}
-    for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, markdown_table(rows))):
+    table = f"{peak_note}.\n\n{markdown_table(rows, columns)}"
+    for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, table)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     print(f"i2i: wrote {args.json} and {args.markdown}")
@@ -406,7 +450,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """``tools/bench.py`` entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    from ..errors import I2IError
+    from .errors import I2IError
     try:
         return run_from_args(parser.parse_args(argv))
     except I2IError as e:
