@@ -165,7 +165,7 @@ def test_i2i_eval_cli_writes_json_and_csv(task_dir, pix2pix_run, alexnet_weights
                                                                                       rel=1e-6)
     assert rows["lpips", "model"]["weights_sha256"] == sha and rows["lpips", "model"]["images"] == "3"
     printed = capsys.readouterr().out
-    assert "| PSNR" in printed and f"lpips: lpips v0.1" in printed and sha in printed
+    assert "| PSNR" in printed and "lpips: lpips v0.1" in printed and sha in printed
     # a wrong direction for pix2pix and FID without its weights are one-line errors
     assert cli_main(["eval", "--checkpoint", str(pix2pix_run), "--data", str(task_dir / "dusk"),
                      "--direction", "BtoA"]) == 2

@@ -24,7 +24,6 @@ from ..errors import I2IError
 from ..runtime import to_model_range
 from . import distribution
 from .image import PSNR_CAP, l1, psnr, ssim
-from .lpips_distance import NETWORK as LPIPS_NETWORK
 from .lpips_distance import diversity, lpips_model
 
 PER_IMAGE = {"psnr": psnr, "ssim": ssim, "l1": l1}
