@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -311,7 +311,7 @@ def table_columns(with_peak: bool) -> tuple[str, ...]:
 def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """One line per setting; failed settings show their error."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    named = len(fields(Setting))  # the setting's own columns come first
+    named = columns.index("batch") + 1  # the setting's own columns come first, batch last
     for row in rows:
         if "error" in row:
             cells = [_cell(row.get(c)) for c in columns[:named]] + [f"error: {row['error']}"] + \
@@ -322,16 +322,14 @@ def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TABLE_
     return "\n".join(lines) + "\n"
 
 
-def run_benchmark(setting_list: list[Setting], opts: Options, log: Callable[[str], None] = print
-                  ) -> list[dict[str, Any]]:
-    """Measure every setting in turn."""
+def run_benchmark(setting_list: list[Setting], opts: Options,
+                  measured: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
+    """Measure every setting in turn; ``measured`` sees the rows so far after each one."""
     flops_cache: dict[tuple, float] = {}
-    columns = table_columns(opts.peak_tflops is not None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for setting in setting_list:
-        row = bench_setting(setting, opts, flops_cache)
-        rows.append(row)
-        log(markdown_table([row], columns).splitlines()[-1])
+        rows.append(bench_setting(setting, opts, flops_cache))
+        measured(rows)
     return rows
 
 
@@ -430,18 +428,23 @@ def run_from_args(args: argparse.Namespace) -> int:
         columns = table_columns(peak is not None)
         print(peak_note)
         print(markdown_table([], columns).splitlines()[0])
-        rows = run_benchmark(setting_list, opts)
-    report = {"environment": environment(args.device),
-              "options": {k: v for k, v in asdict(opts).items() if k not in ("work_dir", "folder_data")},
-              "peak_tflops_note": peak_note,
-              "flops_note": "model FLOPs counted once per mode and batch with torch.utils.flop_counter."
-                            "FlopCounterMode on one eager training step (gradient-checkpointing recomputation not "
-                            "counted)",
-              "rows": rows}
-    table = f"{peak_note}.\n\n{markdown_table(rows, columns)}"
-    for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, table)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+
+        def write_reports(rows: list[dict[str, Any]]) -> None:
+            """Both reports, rewritten after every setting: a sweep stopped half-way keeps what it measured."""
+            print(markdown_table(rows[-1:], columns).splitlines()[-1], flush=True)
+            report = {"environment": environment(args.device),
+                      "options": {k: v for k, v in asdict(opts).items() if k not in ("work_dir", "folder_data")},
+                      "peak_tflops_note": peak_note,
+                      "flops_note": "model FLOPs counted once per mode and batch with torch.utils.flop_counter."
+                                    "FlopCounterMode on one eager training step (gradient-checkpointing "
+                                    "recomputation not counted)",
+                      "settings_total": len(setting_list), "rows": rows}
+            table = f"{peak_note}.\n\n{markdown_table(rows, columns)}"
+            for path, text in ((args.json, json.dumps(report, indent=2)), (args.markdown, table)):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(path).write_text(text)
+
+        run_benchmark(setting_list, opts, write_reports)
     print(f"i2i: wrote {args.json} and {args.markdown}")
     return 0
 

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 import i2i
 from i2i.train.checkpoint import find_checkpoint
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 MODES = [("cyclegan", "unpaired", {}), ("pix2pix", "paired", {}), ("unit", "unpaired", {"d_scales": 1}),
          ("gan", "unpaired/trainA", {})]
