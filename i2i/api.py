@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data.images import to_rgb8, to_tensor
+from .data.images import read_image, to_rgb8, to_tensor
 from .errors import I2IError
 from .modes.base import Mode, create_mode
 from .runtime import autocast, default_precision, pick_device, to_model_range, to_uint8
@@ -56,14 +57,32 @@ class Translator:
         return self.mode.cfg
 
     @torch.inference_mode()
-    def translate(self, x: Union[torch.Tensor, Image.Image]) -> Any:
-        """A float batch (Bx3xHxW or 3xHxW, in [-1, 1]) or a PIL image, translated at its native size."""
+    def translate(self, x: Union[torch.Tensor, Image.Image, np.ndarray, str, Path]) -> Any:
+        """Translate at native size and give back the same kind: a tensor is model input (float, Bx3xHxW or 3xHxW,
+        in [-1, 1]); a PIL image, or a numpy HxWx3 uint8 array, is an image; a path is read as an image (a PIL
+        image comes back)."""
+        if isinstance(x, (str, Path)):
+            return self.translate_image(Image.fromarray(read_image(x)))
+        if isinstance(x, np.ndarray):
+            if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
+                raise I2IError(f"translate() takes numpy images as HxWx3 uint8 arrays; got {x.dtype} of shape "
+                               f"{x.shape}")
+            return np.asarray(self.translate_image(Image.fromarray(x)))
         if isinstance(x, Image.Image):
             return self.translate_image(x)
+        if not isinstance(x, torch.Tensor):
+            raise I2IError(f"translate() takes a tensor, a PIL image, a numpy array or a path; got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise I2IError(f"translate() takes float tensors in [-1, 1]; got {x.dtype} (use x.float() / 127.5 - 1 "
+                           f"for 0..255 images, or pass a PIL image or a numpy HxWx3 uint8 array)")
         single = x.dim() == 3
         x = x.unsqueeze(0) if single else x
-        if x.dim() != 4 or x.shape[1] != 3:
+        if x.dim() != 4 or x.shape[1] != 3 or not x.numel():
             raise I2IError(f"expected images of shape Bx3xHxW in [-1, 1], got {tuple(x.shape)}")
+        low, high = torch.aminmax(x)
+        if low < -1.001 or high > 1.001:
+            raise I2IError(f"translate() takes tensors in [-1, 1]; got values from {low:.4g} to {high:.4g} (use "
+                           f"x / 127.5 - 1 for 0..255 images, x * 2 - 1 for 0..1)")
         height, width = x.shape[-2:]
         pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
         x = x.to(self.device, torch.float32)

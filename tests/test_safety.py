@@ -44,7 +44,7 @@ def test_malicious_state_pickle_is_refused_without_running(run, tmp_path, capsys
         torch.load(f, weights_only=False)
     assert marker.exists()
     marker.unlink()
-    assert cli(["train", "--resume", str(run)]) == 2
+    assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert f"refusing to load {state_path}: not a plain tensor/number state file" in err
     assert not marker.exists()
@@ -57,7 +57,7 @@ def test_config_yaml_with_python_tags_is_refused(run, tmp_path, capsys):
     marker = tmp_path / "pwned"
     config = find_checkpoint(run) / "config.yaml"
     config.write_text(f"mode: !!python/object/apply:os.system ['touch {marker}']\n" + config.read_text())
-    assert cli(["train", "--resume", str(run)]) == 2
+    assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
     assert "is not valid YAML" in capsys.readouterr().err and not marker.exists()
 
 
@@ -69,7 +69,7 @@ def test_garbage_weights_give_a_clear_error(run, content, capsys):
         load_weights(weights.parent)
     with pytest.raises(i2i.I2IError, match="cannot read"):
         i2i.load(run, device="cpu")
-    assert cli(["train", "--resume", str(run)]) == 2
+    assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
     assert f"cannot read {weights}" in capsys.readouterr().err
 
 
@@ -100,7 +100,7 @@ def test_state_with_missing_or_wrong_typed_fields_is_refused(run, capsys):
         torch.save(state, path)
         with pytest.raises(i2i.I2IError, match=re.escape(f"not an i2i training state ({problem})")):
             load_state(path.parent)
-        assert cli(["train", "--resume", str(run)]) == 2
+        assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
         err = capsys.readouterr().err
         assert err == f"i2i: error: refusing to resume from {path}: not an i2i training state ({problem})\n"
 

@@ -2,9 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 from ..errors import I2IError
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in "invalid integer value: 'x'"
+    return parse
 
 
 def add_parser(sub) -> None:
@@ -13,14 +25,14 @@ def add_parser(sub) -> None:
                        "--out ending in .png writes one grid, anything else a folder of numbered PNG files.")
     p.add_argument("--checkpoint", required=True, help="run folder (latest checkpoint) or checkpoint folder")
     p.add_argument("--out", required=True, help="output folder, or a .png file for one grid")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=at_least(1), default=None,
                    help="images (default 64); per class with --class all and rows with --interpolate (default 8)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: random)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: a random one, printed)")
     p.add_argument("--class", dest="cls", default=None, metavar="NAME",
                    help="cgan: generate this class (name or index), or 'all' for one row / sub-folder per class")
-    p.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
+    p.add_argument("--interpolate", type=at_least(2), default=None, metavar="STEPS",
                    help="latent interpolations (slerp) of STEPS images each, one per row")
-    p.add_argument("--batch-size", type=int, default=64, help="images per generator call (default 64)")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="images per generator call (default 64)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
                    help="default: bf16 on CUDA, fp32 on CPU")
@@ -38,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.cls is not None and not model.class_names:
         raise I2IError(f"this '{model.mode.name}' model is unconditional; drop --class")
     every_class = args.cls == "all"
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2 ** 31)
+        print(f"i2i: seed {args.seed} (pass --seed {args.seed} to get these images again)")
     grid = Path(args.out).suffix.lower() == ".png"
     nrow = None
     if args.interpolate is not None:

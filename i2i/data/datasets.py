@@ -24,13 +24,13 @@ from .images import ImageReadError, check_image, list_images, read_image, to_ten
 DATA_KINDS = ("unpaired", "paired", "single", "classes")
 
 
-def index_images(folder: Path, skip_bad: bool, max_pixels: int) -> list[Path]:
-    """List a folder's images and check each header; bad files are reported and skipped, or fail fast."""
-    files, bad = [], []
+def index_image_sizes(folder: Path, skip_bad: bool, max_pixels: int) -> dict[Path, tuple[int, int]]:
+    """A folder's images with their (width, height), from a header check of each; bad files are reported and
+    skipped, or fail fast."""
+    files, bad = {}, []
     for path in list_images(folder):
         try:
-            check_image(path, max_pixels)
-            files.append(path)
+            files[path] = check_image(path, max_pixels)
         except ImageReadError as e:
             if not skip_bad:
                 raise
@@ -42,6 +42,22 @@ def index_images(folder: Path, skip_bad: bool, max_pixels: int) -> list[Path]:
     if not files:
         raise I2IError(f"no readable images in {folder}")
     return files
+
+
+def index_images(folder: Path, skip_bad: bool, max_pixels: int) -> list[Path]:
+    """A folder's readable images (see :func:`index_image_sizes`)."""
+    return list(index_image_sizes(folder, skip_bad, max_pixels))
+
+
+def warn(message: str) -> None:
+    """A one-line warning about the data, on stderr."""
+    print(f"i2i: warning: {message}", file=sys.stderr)
+
+
+def some(names: Sequence[str], shown: int = 3) -> str:
+    """The first few of a list of names, and how many more there are."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def make_augmentation(size: int, load_size: int, train: bool, flip: bool, crop: bool = True,
@@ -151,18 +167,30 @@ class PairedDataset(FolderDataset):
 
     def __init__(self, root: Path, split: str, augment: A.Compose, skip_bad: bool, max_pixels: int):
         super().__init__(augment, max_pixels, skip_bad)
-        side_by_side = root / split
-        if (root / f"{split}A").is_dir() or not side_by_side.is_dir():
-            files_a = index_images(root / f"{split}A", skip_bad, max_pixels)
-            files_b = {p.relative_to(root / f"{split}B").with_suffix(""): p
-                       for p in index_images(root / f"{split}B", skip_bad, max_pixels)}
-            missing = [str(p) for p in files_a if p.relative_to(root / f"{split}A").with_suffix("") not in files_b]
+        side_by_side, folder_a, folder_b = root / split, root / f"{split}A", root / f"{split}B"
+        if folder_a.is_dir() and side_by_side.is_dir():
+            warn(f"{root} holds both paired layouts: {split}A/ + {split}B/ (used) and side-by-side {split}/ "
+                 f"(ignored); move one away")
+        if folder_a.is_dir() or not side_by_side.is_dir():
+            sizes_a = index_image_sizes(folder_a, skip_bad, max_pixels)
+            sizes_b = index_image_sizes(folder_b, skip_bad, max_pixels)
+            files_b = {p.relative_to(folder_b).with_suffix(""): p for p in sizes_b}
+            missing = [str(p) for p in sizes_a if p.relative_to(folder_a).with_suffix("") not in files_b]
             if missing:
-                raise I2IError(f"{len(missing)} image(s) in {root / f'{split}A'} have no partner with the same "
-                               f"name in {root / f'{split}B'}: {', '.join(missing[:5])}")
-            self.pairs = [(a, files_b[a.relative_to(root / f"{split}A").with_suffix("")]) for a in files_a]
+                raise I2IError(f"{len(missing)} image(s) in {folder_a} have no partner with the same "
+                               f"name in {folder_b}: {', '.join(missing[:5])}")
+            self.pairs = [(a, files_b[a.relative_to(folder_a).with_suffix("")]) for a in sizes_a]
+            unequal = [f"{a.relative_to(root)} {'x'.join(map(str, sizes_a[a]))} vs {b.relative_to(root)} "
+                       f"{'x'.join(map(str, sizes_b[b]))}" for a, b in self.pairs if sizes_a[a] != sizes_b[b]]
+            if unequal:
+                warn(f"{len(unequal)} pair(s) in {root} differ in size, so B is resized to A: {some(unequal)}")
         else:
-            self.pairs = [(p, None) for p in index_images(side_by_side, skip_bad, max_pixels)]
+            sizes = index_image_sizes(side_by_side, skip_bad, max_pixels)
+            self.pairs = [(p, None) for p in sizes]
+            odd = [f"{p.relative_to(root)} ({w}x{h})" for p, (w, h) in sizes.items() if w % 2]
+            if odd:
+                warn(f"{len(odd)} side-by-side image(s) in {side_by_side} have an odd width, so their last pixel "
+                     f"column is dropped: {some(odd)}")
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from ..errors import I2IError
 
@@ -50,9 +50,15 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     return image
 
 
-def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Cheap header check used when indexing: opens the file without decoding its pixels."""
-    _open(Path(path), max_pixels).close()
+def check_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Cheap header check used when indexing: opens the file without decoding its pixels. Returns its (width,
+    height) as decoded, i.e. after the EXIF rotation."""
+    with _open(Path(path), max_pixels) as image:
+        try:  # only EXIF already read with the header: PNG's getexif() would decode the whole image
+            rotated = "exif" in image.info and image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+        except Exception as e:  # a malformed EXIF block
+            raise ImageReadError(f"unreadable image {path}: {e.__class__.__name__}: {e}") from None
+        return (image.height, image.width) if rotated else (image.width, image.height)
 
 
 def to_rgb8(image: Image.Image) -> np.ndarray:

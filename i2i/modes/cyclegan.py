@@ -18,6 +18,7 @@ class CycleGAN(Mode):
     generators = ("G_AB", "G_BA")
     discriminators = ("D_A", "D_B")
     directions = ("AtoB", "BtoA")
+    visual_names = ("input A", "output B", "reconstr. A", "input B", "output A", "reconstr. B")
 
     def build(self, cfg):
         self.pools = {"A": ImagePool(cfg.pool_size), "B": ImagePool(cfg.pool_size)}

@@ -21,6 +21,7 @@ class EncoderConstrained(Mode):
     generators = ("G",)
     discriminators = ("D",)
     directions = ("AtoB",)
+    visual_names = ("input A", "output B", "a real B")
 
     def build(self, cfg):
         return {"G": build_generator(cfg), "D": build_discriminator(cfg)}

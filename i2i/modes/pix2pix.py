@@ -18,12 +18,18 @@ class Pix2Pix(Mode):
     generators = ("G",)
     discriminators = ("D",)
     directions = ("AtoB",)
+    visual_names = ("input", "output", "target")
 
     def build(self, cfg):
+        self.directions = (cfg.direction,)  # --direction BtoA learns B -> A from the same pairs
         return {"G": build_generator(cfg), "D": build_discriminator(cfg, in_channels=6)}
 
+    def pair(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) of each pair, as --direction orders them."""
+        return (batch["A"], batch["B"]) if self.cfg.direction == "AtoB" else (batch["B"], batch["A"])
+
     def generator_step(self, batch):
-        real_a, real_b = batch["A"], batch["B"]
+        real_a, real_b = self.pair(batch)
         fake_b = self.nets["G"](real_a)
         logs = {"G_adv": self.adversarial_g("D", torch.cat([real_a, fake_b], 1)),
                 "L1": F.l1_loss(fake_b, real_b) * self.cfg.lambda_l1}
@@ -32,12 +38,13 @@ class Pix2Pix(Mode):
         return StepOutput(sum(logs.values()), logs, {"fake_B": fake_b.detach()})
 
     def discriminator_step(self, batch, fakes):
-        real_a = batch["A"]
-        loss = self.adversarial_d("D", torch.cat([real_a, batch["B"]], 1), torch.cat([real_a, fakes["fake_B"]], 1))
+        real_a, real_b = self.pair(batch)
+        loss = self.adversarial_d("D", torch.cat([real_a, real_b], 1), torch.cat([real_a, fakes["fake_B"]], 1))
         return StepOutput(loss, {"D": loss})
 
     def visuals(self, batch, nets):
-        return [batch["A"], nets["G"](batch["A"]), batch["B"]]
+        source, target = self.pair(batch)
+        return [source, nets["G"](source), target]
 
     def translator(self, direction, nets) -> nn.Module:
         return nets["G"]

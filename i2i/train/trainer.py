@@ -29,6 +29,7 @@ from . import distributed as dist
 from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
 from .logging import RunLogger
+from .start import move_aside, plan_start, say
 
 PHASES = ("G", "D")
 
@@ -135,10 +136,12 @@ class Trainer:
         self.saved_step = -1
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.logger = RunLogger(self.run_dir, cfg.tensorboard) if self.rank == 0 else None
+        self.logger = None
         if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            self.logger = RunLogger(self.run_dir, cfg.tensorboard, self.mode.visual_names, cfg.batch_size, self.step)
+            # the run's record shows what "auto" became; checkpoints keep "auto" so a run resumes on any machine
+            save_config(dataclasses.replace(cfg, precision=self.precision, device=str(self.device)),
+                        self.run_dir / "config.yaml")
         self.sample_batch = self._fixed_sample_batch() if self.rank == 0 else None
         self.evaluator = PeriodicEval(self) if cfg.eval_every else None
 
@@ -275,8 +278,8 @@ class Trainer:
         """
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)} \
             if _main_thread() else {}
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
-                   desc=f"{self.cfg.mode}")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.rank != 0 or not self.cfg.progress,
+                   dynamic_ncols=True, desc=f"{self.cfg.mode}")
         try:
             while self.step < self.total_steps and not self.stop_requested:
                 epoch, position = divmod(self.step, self.steps_per_epoch)
@@ -312,7 +315,8 @@ class Trainer:
             values = {k: float(v) for k, v in dist.mean_over_ranks(logs).items()}
             values["lr"] = self.cfg.lr * self.lr_factor(self.step - 1)  # the LR the step just taken used
             values["nonfinite_steps"] = self.nonfinite_total
-            if self.logger is not None:
+            values["epoch"] = round(self.step / self.steps_per_epoch, 3)  # epochs done, fractional
+            if self.logger is not None:  # adds the wall time and images/s
                 self.logger.scalars(self.step, values)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("G", "D")})
         if self.nonfinite_in_a_row >= cfg.max_nonfinite:
@@ -395,15 +399,22 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, resume: Optional[str | Path] = None) -> Path:
-    """Train a model as configured (or continue the run in ``resume``); returns the run folder."""
+def train(config: TrainConfig | dict[str, Any], resume: Optional[str | Path] = None, overwrite: bool = False) -> Path:
+    """Train a model as configured, or continue from ``resume`` (a run or checkpoint folder); returns the run folder.
+
+    ``config`` as a dict names only the fields to set: on resume the rest come from the checkpoint. Every check
+    runs before anything is created (:func:`~i2i.train.start.plan_start`); ``overwrite`` moves an old run in the
+    output folder aside first.
+    """
+    start = plan_start(config, resume, overwrite)
+    if start.nothing_to_do:
+        return start.run_dir
+    if overwrite and os.environ.get("RANK", "0") == "0":
+        move_aside(start.run_dir)
     try:
-        return Trainer(cfg, resume).fit()
+        trainer = Trainer(start.cfg, start.checkpoint)
+        if start.note:
+            say(start.note)
+        return trainer.fit()
     finally:
         dist.shutdown()
-
-
-def config_from_run(run: str | Path) -> TrainConfig:
-    """The config saved with a run's latest checkpoint (used by ``--resume``)."""
-    from .checkpoint import load_checkpoint_config
-    return load_checkpoint_config(find_checkpoint(run))
