@@ -1,6 +1,7 @@
 """The digit benchmark: datasets/digits.py and the scoring of ``tools/bench_quality.py digits``."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -86,6 +87,17 @@ def test_classifier_learns_digits_and_gives_penultimate_features(digits, bench):
     tests, test_labels, _ = bench.read_class_folders(digits / "data" / "test")
     assert bench.accuracy(classifier, tests, test_labels, cpu) > 0.5  # chance is 0.1
     assert classifier.features(tests[:5]).shape == (5, 128)
+
+
+def test_kept_classifier_is_reloaded_with_reuse(digits, bench, tmp_path):
+    images, labels, _ = bench.read_class_folders(digits / "data" / "test")
+    args = argparse.Namespace(out=tmp_path, reuse=False, classifier_epochs=1, seed=0)
+    trained, seconds = bench.digit_classifier(images[:40], labels[:40], 10, args, torch.device("cpu"))
+    assert seconds is not None and (tmp_path / "classifier.pt").is_file()
+    args.reuse = True
+    reloaded, seconds = bench.digit_classifier(images[:40], labels[:40], 10, args, torch.device("cpu"))
+    assert seconds is None
+    assert torch.equal(reloaded(images[:8]), trained(images[:8]))
 
 
 def test_digits_command_trains_and_scores_both_modes(digits):

@@ -162,6 +162,21 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     return model.eval().requires_grad_(False)
 
 
+def digit_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, args: argparse.Namespace,
+                     device: torch.device) -> tuple[DigitClassifier, Optional[float]]:
+    """The classifier of the real training images and its training seconds; it is kept in OUT/classifier.pt and
+    reloaded (seconds None) with ``--reuse``."""
+    path = args.out / "classifier.pt"
+    if args.reuse and path.is_file():
+        model = DigitClassifier(num_classes).to(device)
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return model.eval().requires_grad_(False), None
+    started = time.perf_counter()
+    model = train_classifier(images, labels, num_classes, args.classifier_epochs, args.seed, device)
+    torch.save(model.state_dict(), path)
+    return model, round(time.perf_counter() - started, 1)
+
+
 @torch.inference_mode()
 def in_batches(function, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """``function`` over ``images`` in batches on ``device``; the results concatenated on the CPU."""
@@ -199,7 +214,8 @@ def train_digits_run(name: str, mode: str, flags: list[str], data: Path, args: a
         done = subprocess.run([sys.executable, "-m", "i2i", *command[1:]], stdout=stream, stderr=subprocess.STDOUT)
     if done.returncode:
         raise SystemExit(f"bench_quality: '{shlex.join(command)}' failed (exit {done.returncode}); see {log}")
-    result = {"run": str(run), "command": shlex.join(command), "flags": shlex.join(flags), "train_seconds": round(time.perf_counter() - started, 1)}
+    result = {"run": str(run), "command": shlex.join(command), "flags": shlex.join(flags),
+              "train_seconds": round(time.perf_counter() - started, 1)}
     record.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -257,12 +273,14 @@ def digits_markdown(report: dict[str, Any]) -> str:
     c = report["classifier"]
     lines = ["| run | training flags | steps x batch | train s | measure | value | target | met |",
              "|---|---|---|---:|---|---:|---|---|",
-             f"| classifier | {c['epochs']} epochs on the real train images | - | {c['train_seconds']:.0f} | "
+             f"| classifier | {c['epochs']} epochs on the real train images | - | "
+             f"{'reused' if c['train_seconds'] is None else round(c['train_seconds'])} | "
              f"test accuracy (mirrored test images) | {c['test_accuracy']:.3f} ({c['mirrored_test_accuracy']:.3f}) "
              f"| - | - |",
              f"| real train images | - | - | - | KID vs real test | {report['kid_real_train']:.4f} | - | - |"]
     for r in report["runs"]:
-        head = f"| {r['name']} | {r['flags'] or 'defaults'} (flip {'on' if r['flip'] else 'off'}) | {r['steps']} x {r['batch_size']} | {r['train_seconds']:.0f} |"
+        flags = f"{r['flags'] or 'defaults'} (flip {'on' if r['flip'] else 'off'})"
+        head = f"| {r['name']} | {flags} | {r['steps']} x {r['batch_size']} | {r['train_seconds']:.0f} |"
         if "class_accuracy" in r:
             target = f">= {CLASS_ACCURACY_TARGET}" if r["name"] == "cgan" else "-"
             met = ("yes" if r["class_accuracy"] >= CLASS_ACCURACY_TARGET else "no") if r["name"] == "cgan" else "-"
@@ -287,7 +305,8 @@ def digits_main(argv: list[str]) -> None:
     parser.add_argument("--train-args", default="", help="extra i2i train flags for every run, e.g. '--workers 0'")
     parser.add_argument("--classifier-epochs", type=int, default=15)
     parser.add_argument("--samples", type=int, default=1000, help="generated images scored per run")
-    parser.add_argument("--reuse", action="store_true", help="score finished runs in OUT/runs instead of retraining")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the finished runs in OUT/runs with the kept classifier instead of retraining")
     args = parser.parse_args(argv)
     from i2i.errors import I2IError
     from i2i.runtime import pick_device
@@ -303,13 +322,13 @@ def digits_main(argv: list[str]) -> None:
     import sklearn
     train_images, train_labels, names = read_class_folders(data / "train")
     test_images, test_labels, _ = read_class_folders(data / "test")
-    clock = time.perf_counter()
-    classifier = train_classifier(train_images, train_labels, len(names), args.classifier_epochs, args.seed, device)
+    classifier, classifier_seconds = digit_classifier(train_images, train_labels, len(names), args, device)
     report: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "device": str(device),
         "torch": torch.__version__, "sklearn": sklearn.__version__, "threads": torch.get_num_threads(),
-        "command": shlex.join(["python", *sys.argv]), "git": git_state(), "train_images": len(train_images), "test_images": len(test_images),
-        "classifier": {"epochs": args.classifier_epochs, "train_seconds": round(time.perf_counter() - clock, 1),
+        "command": shlex.join(["python", *sys.argv]), "git": git_state(),
+        "train_images": len(train_images), "test_images": len(test_images),
+        "classifier": {"epochs": args.classifier_epochs, "train_seconds": classifier_seconds,
                        "test_accuracy": accuracy(classifier, test_images, test_labels, device),
                        "mirrored_test_accuracy": accuracy(classifier, test_images.flip(-1), test_labels, device)},
         "kid_real_train": classifier_kid(classifier, train_images, test_images, device)[0], "runs": []}
