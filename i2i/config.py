@@ -46,7 +46,7 @@ class TrainConfig:
     seed: int = opt(0, "random seed (weights, data order, augmentation)")
     deterministic: bool = opt(False, "deterministic algorithms (bit-identical runs on CPU; slower on CUDA)")
     device: str = opt("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
-    precision: Optional[str] = opt(None, "fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)",
+    precision: Optional[str] = opt(None, "training precision (default: bf16 on CUDA, fp32 on CPU)",
                                    ("fp32", "bf16", "fp16"))
     channels_last: Optional[bool] = opt(None, "channels-last memory format (default: on for CUDA)")
     compile: bool = opt(False, "torch.compile the networks")
@@ -56,7 +56,7 @@ class TrainConfig:
     workers: Optional[int] = opt(None, "DataLoader worker processes (default: CPUs / processes on this machine, "
                                  "at most 8)")
     # networks
-    generator: Optional[str] = opt(None, "generator backbone: resnet or unet", ("resnet", "unet"))
+    generator: Optional[str] = opt(None, "generator backbone (unit and gan/cgan have their own)", ("resnet", "unet"))
     ngf: int = opt(64, "generator base width")
     n_blocks: int = opt(9, "residual blocks in the ResNet generator / UNIT encoder+decoder")
     n_down: int = opt(2, "stride-2 downsampling steps in ResNet/UNIT generators")
@@ -67,7 +67,7 @@ class TrainConfig:
     padding: str = opt("reflect", "generator padding", ("reflect", "replicate", "zeros"))
     ndf: int = opt(64, "discriminator base width")
     d_layers: Optional[int] = opt(None, "PatchGAN stride-2 layers (default 3 = 70x70 patches; unit: what --size allows)")
-    d_scales: Optional[int] = opt(None, "discriminator scales (1 = single PatchGAN)")
+    d_scales: Optional[int] = opt(None, "discriminator scales (1 = single PatchGAN; unit: up to 3, as --size allows)")
     d_norm: Optional[str] = opt(None, "discriminator normalisation", NORMS)
     spectral_norm: bool = opt(False, "spectral normalisation on the discriminator")
     init: str = opt("normal", "weight initialisation", ("normal", "xavier", "kaiming", "orthogonal"))

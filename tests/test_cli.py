@@ -21,6 +21,7 @@ from PIL import Image
 
 import i2i
 from i2i.cli import main as cli
+from i2i.errors import EXIT_ERROR, EXIT_OK
 from i2i.train.checkpoint import RunLock, list_checkpoints
 from i2i.train.logging import column_header
 from i2i.train.trainer import linear_decay
@@ -46,7 +47,7 @@ def i2i_here(capsys, *args: str) -> tuple[int, str, str]:
 
 def assert_one_line_error(code: int, err: str, *parts: str) -> None:
     lines = [line for line in err.splitlines() if "error:" in line]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert code == EXIT_ERROR and len(lines) == 1 and "Traceback" not in err, err
     assert all(part in lines[0] for part in parts), lines[0]
 
 
@@ -100,18 +101,17 @@ def test_resume_from_a_checkpoint_folder_never_writes_into_it(run, tmp_path, cap
     assert [p.name for p in list_checkpoints(branch)] == ["step_00000002"] and snapshot(run) == before
 
 
-def test_resume_refuses_a_new_model_stretches_the_schedule_and_knows_when_it_is_done(run):
+def test_resume_refuses_a_new_model_stretches_the_schedule_and_knows_when_it_is_done(run, capsys):
     """Point 3: architecture flags on --resume are refused before loading, naming fields and values; a larger
     --steps says the LR schedule is stretched (and it is); --steps at the current step has nothing to do."""
     before = snapshot(run)
-    changed = i2i_process("train", "--resume", str(run), "--ngf", "16", "--norm", "batch")
-    assert_one_line_error(changed.returncode, changed.stderr, "with a different model", "ngf 8 -> 16",
-                          "norm instance -> batch")
-    done = i2i_process("train", "--resume", str(run), "--steps", "1")
-    assert done.returncode == 0 and "is at step 1 and --steps is 1: nothing to do" in done.stderr
+    code, _, err = i2i_here(capsys, "train", "--resume", str(run), "--ngf", "16", "--norm", "batch")
+    assert_one_line_error(code, err, "with a different model", "ngf 8 -> 16", "norm instance -> batch")
+    code, _, err = i2i_here(capsys, "train", "--resume", str(run), "--steps", "1")
+    assert code == EXIT_OK and "is at step 1 and --steps is 1: nothing to do" in err
     assert snapshot(run) == before
-    longer = i2i_process("train", "--resume", str(run), "--steps", "4", "--no-progress")
-    assert longer.returncode == 0 and "LR schedule is recomputed for steps 1 -> 4" in longer.stderr, longer.stderr
+    code, _, err = i2i_here(capsys, "train", "--resume", str(run), "--steps", "4", "--no-progress")
+    assert code == EXIT_OK and "LR schedule is recomputed for steps 1 -> 4" in err, err
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     factor = linear_decay(4, 0.5)  # the stretched schedule: constant for 2 steps, then linear decay to 0
     assert [row["lr"] for row in rows[1:]] == pytest.approx([2e-4 * factor(s) for s in (1, 2, 3)])
@@ -126,6 +126,7 @@ def test_resume_refuses_a_new_model_stretches_the_schedule_and_knows_when_it_is_
     (["--stpes", "5"], ["i2i train: error: unrecognized argument(s): --stpes 5; did you mean --steps?"]),
     (["--mode", "cyclegn"], ["i2i train: error: argument --mode: invalid choice", "did you mean cyclegan?"]),
     (["--out", "{data}/run"], ["lies inside --data", "choose an --out outside the dataset"]),
+    (["--batch-size", "64"], ["is fewer than one batch of 64"]),  # found by the trainer, under the run lock
 ])
 def test_bad_values_are_one_line_before_any_folder(capsys, example_data, tmp_path, args, parts):
     """Point 4: bad values, misspelled flags and bad paths: one line, nothing created."""
@@ -155,6 +156,8 @@ def test_help_teaches_and_version(capsys, cyclegan_run):
     assert all(line.count("(default") <= 1 for line in flat.split("--"))
     code, version, _ = i2i_here(capsys, "--version")
     assert code == 0 and version.strip() == f"i2i {i2i.__version__} (torch {torch.__version__})"
+    code, bench, _ = i2i_here(capsys, "bench", "--help")
+    assert code == 0 and "(default: 1,4,16)" in bench and "(default: [" not in bench and "None" not in bench
     saved = (cyclegan_run / "config.yaml").read_text()
     assert "\ndevice: cpu\n" in saved and "\nprecision: fp32\n" in saved
 

@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
         close = difflib.get_close_matches(choice[1], re.findall(r"'([^']*)'", choice[2]), 1) if choice else []
         if close:
             message += f"; did you mean {close[0]}?"
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
     def unrecognized(self, extras: list[str]) -> NoReturn:
         """Refuse arguments this (sub-)command does not know, suggesting the closest of its flags."""

@@ -28,12 +28,14 @@ A run folder holds one run: an --out that already holds one is refused unless yo
 --overwrite (the old run is moved aside, never deleted)."""
 
 
-def _shown(value: Any) -> str:
-    """A default as a person writes it: on/off, 0.0002, resnet."""
+def shown(value: Any) -> str:
+    """A default as a person writes it: on/off, 0.0002, resnet, 1,4,16."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(shown, value))
     return str(value)
 
 
@@ -52,12 +54,12 @@ def field_help(name: str, mode_defaults: dict[str, dict[str, Any]]) -> str:
     if "default" in text:  # the text explains its own default
         pass
     elif f.default not in (None, ""):
-        text += f" (default: {_shown(f.default)})"
+        text += f" (default: {shown(f.default)})"
     else:
         by_value: dict[str, list[str]] = {}
         for mode, defaults in mode_defaults.items():
             if name in defaults:
-                by_value.setdefault(_shown(defaults[name]), []).append(mode)
+                by_value.setdefault(shown(defaults[name]), []).append(mode)
         if len(by_value) == 1 and len(next(iter(by_value.values()))) == len(mode_defaults):
             text += f" (default: {next(iter(by_value))})"
         elif by_value:
@@ -91,9 +93,7 @@ def add_parser(sub) -> None:
             if kind is bool:
                 groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             else:
-                groups[group].add_argument(flag, type=kind, choices=FIELDS[name].metadata.get("choices"),
-                                           metavar=None if FIELDS[name].metadata.get("choices") else name.upper(),
-                                           **kwargs)
+                groups[group].add_argument(flag, type=kind, choices=FIELDS[name].metadata.get("choices"), **kwargs)
     p.set_defaults(run=run)
 
 
