@@ -151,7 +151,7 @@ def plan_start(config: TrainConfig | dict[str, Any], resume: Optional[str | Path
     if out == run_of(checkpoint):
         if overwrite:
             raise I2IError(f"--overwrite would move aside the run {out} that --resume continues; drop --overwrite")
-        latest = list_checkpoints(out)[-1]
+        latest = checkpoint if Path(resume).expanduser().resolve() == out else find_checkpoint(out)
         if latest != checkpoint:
             raise I2IError(f"{checkpoint.name} is not the latest checkpoint of {out} ({latest.name} is): continue "
                            f"the run with --resume {out}, or branch from {checkpoint.name} into a new --out")
