@@ -143,6 +143,8 @@ def test_bad_values_are_one_line_before_any_folder(capsys, example_data, tmp_pat
 def test_help_teaches_and_version(capsys, cyclegan_run):
     """Point 5: grouped help ending with examples, mode defaults, no duplicate defaults; --version; the saved run
     config names the precision and device used."""
+    from i2i.config import FIELDS, GROUPS
+    assert sorted(name for names in GROUPS.values() for name in names) == sorted(FIELDS)  # each field: one flag
     code, text, _ = i2i_here(capsys, "train", "--help")
     assert code == 0
     for title in ("data:", "model (mode and networks):", "objective (losses and regularisers):", "optimisation:",
