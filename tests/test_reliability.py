@@ -3,10 +3,14 @@ determinism, and a data pipeline that does not leak over a long run."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
+import io
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +25,8 @@ import i2i
 from i2i.cli import main as cli
 from i2i.config import make_config
 from i2i.modes.base import StepOutput
-from i2i.train.checkpoint import find_checkpoint, list_checkpoints, load_state
+from i2i.train import checkpoint as checkpoint_module
+from i2i.train.checkpoint import checkpoint_problem, find_checkpoint, list_checkpoints, load_state, save_checkpoint
 from i2i.train.trainer import Trainer
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
@@ -199,6 +204,162 @@ def test_run_lock_in_one_process(tmp_path, example_data, tiny):
     with pytest.raises(i2i.I2IError, match="does not match"):
         Trainer(dataclasses.replace(cfg, ngf=16), resume=tmp_path / "r")
     Trainer(cfg, resume=tmp_path / "r").fit()  # neither left the lock behind
+
+
+KILLED_INSIDE_A_SAVE = """
+import os, shutil, signal, sys
+from pathlib import Path
+from i2i.train import checkpoint
+from i2i.cli import main
+
+where, args = sys.argv[1], sys.argv[2:]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+write, replace, rmtree = checkpoint._write_synced, os.replace, shutil.rmtree
+
+def half_written_state(path, fill):  # weights and config written, state.pt half written
+    if path.name == "state.pt" and not path.parent.name.startswith(".tmp_step_00000001_"):
+        with open(path, "xb") as f:
+            f.write(b"PK half a state")
+        die()
+    write(path, fill)
+
+def complete_but_not_renamed(src, dst):
+    if Path(dst).name.startswith("step_"):
+        die()
+    replace(src, dst)
+
+def pruned_but_not_deleted(path, *a, **k):
+    if Path(path).name.startswith(".old_step_"):
+        die()
+    rmtree(path, *a, **k)
+
+if where == "state":
+    checkpoint._write_synced = half_written_state
+elif where == "rename":
+    os.replace = complete_but_not_renamed
+else:
+    shutil.rmtree = pruned_but_not_deleted
+sys.exit(main(args))
+"""
+
+
+def test_kill9_inside_checkpoint_writes(tmp_path, example_data):
+    """kill -9 at three fixed moments of a save: state.pt half written, the folder complete but not yet renamed, an
+    old checkpoint renamed for deletion but not deleted. Each time the newest complete checkpoint loads, a resume
+    carries on, and the leftovers of the dead process are removed by the next save."""
+    run, folder = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    new_run = ["--data", str(example_data / "unpaired"), "--steps", "6", "--workers", "0", "--out", str(run),
+               *TINY_FLAGS]
+    expected = {"state": ("step_00000001", ".tmp_step_00000002_"), "rename": ("step_00000001", ".tmp_step_00000002_"),
+                "prune": ("step_00000003", ".old_step_00000001_")}
+    for where, (newest, leftover) in expected.items():
+        args = new_run if where == "state" else ["--resume", str(run)]
+        killed = subprocess.run([sys.executable, "-c", KILLED_INSIDE_A_SAVE, where, "train", *args], env=ENV,
+                                capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert find_checkpoint(run).name == newest and checkpoint_problem(find_checkpoint(run)) is None
+        assert load_state(find_checkpoint(run))["step"] == int(newest[5:])
+        leftovers = [p.name for p in folder.iterdir() if p.name.startswith(".")]  # the older ones were removed
+        assert len(leftovers) == 1 and leftovers[0].startswith(leftover), leftovers
+    assert cli(["train", "--resume", str(run)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000005", "step_00000006"]
+
+
+class FillsUp(io.FileIO):
+    """A file on a disk that is full after its first 64 bytes: the next write fails with ENOSPC."""
+
+    def write(self, data) -> int:
+        if self.tell() + memoryview(data).nbytes > 64:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_full_disk_during_a_save_keeps_the_last_checkpoint(tmp_path, example_data, tiny, monkeypatch, capsys):
+    """The disk fills up while the weights, then while state.pt are written: one line naming the cause and the
+    folder (not torch's inline_container error), no partial folder, the last checkpoint kept; with space, it goes on."""
+    run = i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), out=str(tmp_path / "r"), steps=2,
+                    **{**tiny, "checkpoint_every": 1})
+    for filling in ("weights.safetensors", "state.pt"):
+        def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+            full = Path(path).name == filling
+            return FillsUp(path, mode.replace("b", "")) if full else open(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(checkpoint_module, "open", open_on_a_full_disk, raising=False)
+        assert cli(["train", "--resume", str(run), "--steps", "4"]) == 2
+        err = capsys.readouterr().err
+        assert (f"i2i: error: cannot save step 3: no space left on device at {run / 'checkpoints'} (the last "
+                f"checkpoint, step_00000002, is kept); once that is fixed, continue with --resume {run}\n") in err
+        assert "Traceback" not in err and "inline_container" not in err
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001", "step_00000002"]
+        assert not (run / ".lock").exists()
+    monkeypatch.undo()  # space freed
+    assert cli(["train", "--resume", str(run), "--steps", "4"]) == 0
+    assert load_state(find_checkpoint(run))["step"] == 4
+
+
+def test_nonfinite_weights_or_buffers_are_never_saved(tmp_path, example_data, tiny):
+    cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
+                       "steps": 4, "checkpoint_every": 1})
+    trainer = Trainer(cfg)
+    train_step = trainer.train_step
+    name, weight = next(iter(trainer.nets.named_parameters()))
+
+    def diverging_step(batch):
+        logs = train_step(batch)
+        if trainer.step == 2:
+            with torch.no_grad():
+                weight.view(-1)[0] = float("nan")
+        return logs
+
+    trainer.train_step = diverging_step
+    message = (f"not saving step 2: non-finite values (NaN/inf) in 1 weight/buffer tensor(s), e.g. nets.{name}; "
+               "training diverged and the last checkpoint, step_00000001, is kept. Resume from it with a lower --lr "
+               "or --precision fp32")
+    with pytest.raises(i2i.I2IError, match=re.escape(message)):
+        trainer.fit()
+    assert [p.name for p in (trainer.run_dir / "checkpoints").iterdir()] == ["step_00000001"]
+    assert not (trainer.run_dir / ".lock").exists()
+    buffers = {"nets": {"D.norm.running_var": torch.tensor([1.0, float("inf")])}}
+    with pytest.raises(i2i.I2IError, match=r"not saving step 7: .* e.g. nets.D.norm.running_var; .* no checkpoint was"):
+        save_checkpoint(tmp_path / "other", 7, cfg, buffers, {}, keep=2)
+    assert not (tmp_path / "other").exists()
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(example_data, tmp_path_factory) -> Path:
+    from conftest import TINY
+    return i2i.train(mode="cyclegan", data=str(example_data / "unpaired"), out=str(tmp_path_factory.mktemp("three")),
+                     steps=3, **{**TINY, "checkpoint_every": 1, "keep_checkpoints": 3})
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damaged", ["state.pt", "weights.safetensors", "config.yaml"])
+def test_damaged_newest_checkpoint_falls_back_to_the_one_before(three_checkpoints, tmp_path, capsys, damaged):
+    """A truncated state.pt or weights file, or a config.yaml that is not text: load and resume use the newest
+    undamaged checkpoint, with a warning naming the damaged one."""
+    run = tmp_path / "run"
+    shutil.copytree(three_checkpoints, run)
+    newest = run / "checkpoints" / "step_00000003"
+    if damaged == "config.yaml":
+        (newest / damaged).write_bytes(b"\xff\xfe\x00 mode: [")
+    else:
+        _truncate(newest / damaged)
+    assert find_checkpoint(run).name == "step_00000002"
+    warning = f"i2i: warning: skipping damaged checkpoint step_00000003 (cannot read {newest / damaged}: "
+    assert warning in capsys.readouterr().err
+    assert i2i.load(run, device="cpu").translate(torch.zeros(1, 3, 32, 32)).isfinite().all()
+    if damaged == "state.pt":  # resume from step 2 writes step 3 again; with nothing usable left, one line
+        assert cli(["train", "--resume", str(run), "--steps", "3"]) == 0
+        assert warning not in capsys.readouterr().err  # reported once per process
+        assert checkpoint_problem(newest) is None and load_state(newest)["step"] == 3
+        for checkpoint in list_checkpoints(run):
+            _truncate(checkpoint / damaged)
+        with pytest.raises(i2i.I2IError, match=re.escape(f"no usable checkpoint in {run}: step_00000003 is damaged "
+                                                          f"(cannot read {newest / damaged}: ")):
+            i2i.load(run, device="cpu")
 
 
 class NaNGrad(torch.autograd.Function):

@@ -186,6 +186,13 @@ def _remove(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def _os_error_in(error: Optional[BaseException]) -> Optional[OSError]:
+    """The OSError that ``error`` is or was raised while handling, if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _kept(run_dir: Path) -> str:
     found = list_checkpoints(run_dir)
     return f"the last checkpoint, {found[-1].name}, is kept" if found else "no checkpoint was written"
@@ -223,10 +230,13 @@ def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, weights: dict[st
         _fsync_file(tmp / "config.yaml")
         _write_synced(tmp / "state.pt", lambda f: torch.save(state, f))
         _fsync_dir(tmp)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save turns a failed write into a RuntimeError raised from it
         shutil.rmtree(tmp, ignore_errors=True)
-        raise I2IError(f"cannot save step {step}: {os_error_message(e, folder)} ({_kept(run_dir)}); once that is "
-                       f"fixed, continue with --resume {run_dir}") from None
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        raise I2IError(f"cannot save step {step}: {os_error_message(cause, folder)} ({_kept(run_dir)}); once that "
+                       f"is fixed, continue with --resume {run_dir}") from None
     if final.exists():  # re-saving the same step
         _remove(final)
     os.replace(tmp, final)
@@ -259,10 +269,13 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
     return None
 
 
+_reported: set[Path] = set()  # damaged checkpoints this process has warned about
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from a run folder (its newest undamaged checkpoint) or a checkpoint folder itself.
 
-    Damaged newer checkpoints (see :func:`checkpoint_problem`) are skipped with a warning."""
+    Damaged newer checkpoints (see :func:`checkpoint_problem`) are skipped with a warning (once per process)."""
     path = Path(path).expanduser().resolve()
     if (path / "weights.safetensors").is_file():
         return path
@@ -276,8 +289,10 @@ def find_checkpoint(path: str | Path) -> Path:
         problem = checkpoint_problem(checkpoint)
         if problem is None:
             for skipped, why in damaged:
-                print(f"i2i: warning: skipping damaged checkpoint {skipped.name} ({why}); using {checkpoint.name}",
-                      file=sys.stderr)
+                if skipped not in _reported:
+                    _reported.add(skipped)
+                    print(f"i2i: warning: skipping damaged checkpoint {skipped.name} ({why}); using "
+                          f"{checkpoint.name}", file=sys.stderr)
             return checkpoint
         damaged.append((checkpoint, problem))
     older = f"; so are the {len(found) - 1} older ones" if len(found) > 1 else ""
