@@ -73,6 +73,7 @@ def _input_gradients(discriminator: Callable[[torch.Tensor], Logits], x: torch.T
     return grad
 
 
+@torch.compiler.disable  # a double backward: torch.compile cannot differentiate its graph twice, so it runs eagerly
 def gradient_penalty(discriminator: Callable[[torch.Tensor], Logits], real: torch.Tensor,
                      fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad D(x_hat)|| - 1)^2] on random real/fake interpolates."""
@@ -82,6 +83,7 @@ def gradient_penalty(discriminator: Callable[[torch.Tensor], Logits], real: torc
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
+@torch.compiler.disable  # a double backward, run eagerly (see gradient_penalty)
 def r1_penalty(discriminator: Callable[[torch.Tensor], Logits], real: torch.Tensor) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): E[||grad D(x_real)||^2]; multiply by gamma / 2."""
     grad = _input_gradients(discriminator, real)

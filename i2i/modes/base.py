@@ -119,7 +119,10 @@ class Mode:
         if cfg.perceptual_weight:
             from ..losses.perceptual import build_perceptual_loss
             self.perceptual = build_perceptual_loss(cfg)
-        self.progress = 0.0  # fraction of the run done; set by the trainer for schedules such as instance noise
+        # Set by the trainer: the fraction of the run done (a device tensor, for schedules such as instance noise),
+        # and whether this step's G update was finite (a device bool: a skipped step must not reach image pools).
+        self.progress: torch.Tensor | float = 0.0
+        self.fakes_accepted: Optional[torch.Tensor] = None
         self.notes: list[str] = []  # choices made while resolving the config, printed by the trainer
 
     @classmethod
@@ -158,8 +161,9 @@ class Mode:
         pass
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
-        std = self.cfg.instance_noise * (1.0 - self.progress)
-        return x + std * torch.randn_like(x) if std > 0 else x
+        if not self.cfg.instance_noise:
+            return x
+        return x + self.cfg.instance_noise * (1.0 - self.progress) * torch.randn_like(x)
 
     def adversarial_g(self, d_name: str, fake: torch.Tensor, **condition: torch.Tensor) -> torch.Tensor:
         """Generator's adversarial term against discriminator ``d_name`` (``condition``: e.g. class labels)."""
@@ -184,10 +188,9 @@ class Mode:
         else:
             real_logits, fake_logits = net(real_in, **condition), net(fake_in, **condition)
         loss = self.adversarial.discriminator(real_logits, fake_logits)
-        eager = getattr(net, "_orig_mod", net)
 
         def d(x: torch.Tensor):
-            return eager(x, **condition)
+            return net(x, **condition)
 
         if self.cfg.gp_weight:
             loss = loss + self.cfg.gp_weight * gradient_penalty(d, real, fake)

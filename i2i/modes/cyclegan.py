@@ -50,8 +50,8 @@ class CycleGAN(Mode):
         return StepOutput(loss, logs, {"fake_A": fake_a.detach(), "fake_B": fake_b.detach()})
 
     def discriminator_step(self, batch, fakes):
-        fake_a = self.pools["A"].query(fakes["fake_A"])
-        fake_b = self.pools["B"].query(fakes["fake_B"])
+        fake_a = self.pools["A"].query(fakes["fake_A"], accept=self.fakes_accepted)
+        fake_b = self.pools["B"].query(fakes["fake_B"], accept=self.fakes_accepted)
         logs = {"D_A": self.adversarial_d("D_A", batch["A"], fake_a),
                 "D_B": self.adversarial_d("D_B", batch["B"], fake_b)}
         return StepOutput(logs["D_A"] + logs["D_B"], logs)

@@ -68,12 +68,13 @@ def wrap_ddp(net: nn.Module, device: torch.device) -> nn.Module:
                                                **no_buffer_sync)
 
 
-def all_true(flag: torch.Tensor) -> bool:
-    """Whether a boolean tensor is true on every rank (one host sync)."""
-    if active():
-        flag = flag.to(torch.int32)
-        tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
-    return bool(flag)
+def all_ranks(flag: torch.Tensor) -> torch.Tensor:
+    """A device bool, true where ``flag`` is true on every rank (an all-reduce on the device; no host sync)."""
+    if not active():
+        return flag
+    value = flag.to(torch.int32)
+    tdist.all_reduce(value, op=tdist.ReduceOp.MIN)
+    return value.bool()
 
 
 def any_true(flag: bool, device: torch.device) -> bool:

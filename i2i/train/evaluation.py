@@ -58,7 +58,7 @@ class PeriodicEval:
             improved = key is not None and self.improves(values[key], key)
         if key is not None:
             if dist.active():  # rank 0 decides; the others say "yes" so the minimum is rank 0's answer
-                improved = dist.all_true(torch.tensor(improved or trainer.rank != 0, device=trainer.device))
+                improved = bool(dist.all_ranks(torch.tensor(improved or trainer.rank != 0, device=trainer.device)))
             if improved:
                 checkpoint = trainer.save()
                 if trainer.rank == 0:

@@ -25,7 +25,9 @@ class ImagePool:
         self.images: Optional[torch.Tensor] = None  # (size + 1, C, H, W); the extra row takes discarded writes
         self.count: Optional[torch.Tensor] = None   # slots filled so far (int64 scalar on the device)
 
-    def query(self, images: torch.Tensor) -> torch.Tensor:
+    def query(self, images: torch.Tensor, accept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """D's batch for ``images``; where the device bool ``accept`` is False (a skipped step) the pool keeps its
+        contents and count exactly, and the images are returned as they are."""
         images = images.detach()
         if self.size <= 0:
             return images
@@ -38,6 +40,8 @@ class ImagePool:
         swap = ~filling & (torch.rand(n, device=device) < 0.5)
         slot = torch.where(filling, position, torch.randint(0, self.size, (n,), device=device))
         stores = filling | swap
+        if accept is not None:
+            stores, swap = stores & accept, swap & accept
         # same[i, j]: image j of this batch is stored in image i's slot
         same = (slot[:, None] == slot[None, :]) & stores[None, :]
         earlier_writer = torch.where(same & (order[None, :] < order[:, None]), order[None, :], -1).amax(dim=1)
@@ -47,7 +51,7 @@ class ImagePool:
         overwritten_later = (same & (order[None, :] > order[:, None])).any(dim=1)
         target = torch.where(stores & ~overwritten_later, slot, self.size)
         self.images.index_copy_(0, target, images.to(self.images.dtype))
-        self.count.add_(n).clamp_(max=self.size)
+        self.count.add_(n if accept is None else n * accept.to(torch.int64)).clamp_(max=self.size)
         return out
 
     def _allocate(self, stored: torch.Tensor) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -26,6 +25,7 @@ from ..nets.layers import set_grad_checkpoint
 from ..runtime import (autocast, data_workers, default_precision, pick_device, rng_state, seed_everything,
                        set_rng_state, to_model_range)
 from . import distributed as dist
+from .guard import BufferGuard, LogSums, SkipCounter, all_finite, guarded_step
 from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
 from .logging import RunLogger
@@ -104,6 +104,7 @@ class Trainer:
             "G": list({id(p): p for n in self.mode.generators for p in self.nets[n].parameters()}.values()),
             "D": list({id(p): p for n in self.mode.discriminators for p in self.nets[n].parameters()}.values())}
         self.phase_nets = {phase: self._wrap_for_phase(phase) for phase in PHASES}
+        self.phase_functions = self._phase_functions()
         self.optimizers = {phase: self._make_optimizer(phase) for phase in PHASES}
         self.scalers = {phase: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
                         for phase in PHASES}
@@ -129,8 +130,11 @@ class Trainer:
                            for phase in PHASES}
         self.gpu_augment = self._make_gpu_augment() if cfg.gpu_augment else None
         self.step = 0
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self.skips = SkipCounter(self.device)
+        self.log_sums = LogSums()
+        self.buffers = BufferGuard(self.nets.values())
+        self.progress = torch.zeros((), device=self.device)  # fraction of the run done, read by the mode
+        self.mode.progress = self.progress
         self.stop_requested = False
         self.stop_signal: Optional[int] = None  # the SIGINT/SIGTERM that stopped fit(), if any
         self.saved_step = -1
@@ -157,20 +161,23 @@ class Trainer:
         params, cfg = self.phase_params[phase], self.cfg
         if phase == "D" and cfg.clip_weights:
             return torch.optim.RMSprop(params, lr=cfg.lr)
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=self.device.type == "cuda")
+        # fused: one kernel per step, and it can skip a non-finite step on the device (guard.guarded_step)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                fused=self.device.type in ("cuda", "cpu"))
 
     def _wrap_for_phase(self, phase: str) -> nn.ModuleDict:
-        """The networks a phase calls: its trained nets wrapped in DDP (and compiled), the others used raw."""
+        """The networks a phase calls: its trained nets wrapped in DDP, the others used raw."""
         trained = self.mode.generators if phase == "G" else self.mode.discriminators
-        wrapped = {}
-        for name, net in self.nets.items():
-            module = net
-            if name in trained and self.world_size > 1:
-                module = dist.wrap_ddp(net, self.device)
-            if self.cfg.compile:
-                module = torch.compile(module)
-            wrapped[name] = module
-        return nn.ModuleDict(wrapped)
+        return nn.ModuleDict({name: dist.wrap_ddp(net, self.device) if name in trained and self.world_size > 1
+                              else net for name, net in self.nets.items()})
+
+    def _phase_functions(self) -> dict[str, Callable[..., StepOutput]]:
+        """The mode's G and D phases, compiled whole with ``--compile`` (static shapes: each phase always sees the
+        same batch shapes, so nothing recompiles after the first step; the GP/R1 double backward stays eager)."""
+        phases = {"G": self.mode.generator_step, "D": self.mode.discriminator_step}
+        if self.cfg.compile:
+            phases = {k: torch.compile(f, dynamic=False) for k, f in phases.items()}
+        return phases
 
     def _make_gpu_augment(self) -> Callable[[torch.Tensor], torch.Tensor]:
         import kornia.augmentation as K
@@ -210,62 +217,65 @@ class Trainer:
             return {**batch, **dict(zip(images, joint.split(3, dim=1)))}
         return {**batch, **{k: self.gpu_augment(batch[k]) for k in images}}
 
-    def _run_phase(self, phase: str, compute: Callable[[], StepOutput]) -> tuple[StepOutput, bool]:
-        """Forward under autocast, backward with scaling, optimiser step. The update is skipped when the loss or
-        (fp32/bf16) a gradient is not finite; the fp16 scaler skips steps whose gradients overflowed by itself."""
-        for p_phase, params in self.phase_params.items():
-            for p in params:
-                p.requires_grad_(p_phase == phase)
+    def _run_phase(self, phase: str, compute: Callable[[], StepOutput],
+                   allowed: Optional[torch.Tensor] = None) -> tuple[StepOutput, torch.Tensor]:
+        """Forward under autocast, scaled backward into this phase's parameters only, then an optimiser step that
+        the device skips unless the loss and every gradient are finite on every rank (and ``allowed``). A skipped
+        phase leaves weights, optimiser state and buffers (batch-norm statistics) exactly as they were."""
         self.mode.nets = self.phase_nets[phase]
+        optimizer, scaler, params = self.optimizers[phase], self.scalers[phase], self.phase_params[phase]
+        self.buffers.snapshot()
         with autocast(self.device, self.precision):
             out = compute()
-        optimizer, scaler = self.optimizers[phase], self.scalers[phase]
-        scaler.scale(out.loss).backward()
-        finite = torch.isfinite(out.loss.detach())
-        grads = [p.grad for p in self.phase_params[phase] if p.grad is not None]
-        if grads and not scaler.is_enabled():
-            finite = finite & torch.isfinite(torch.nn.utils.get_total_norm(grads))
-        finite = dist.all_true(finite)  # one host sync per phase
-        if finite or scaler.is_enabled():
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(out.loss).backward(inputs=params)
+        if scaler.is_enabled():
+            scaler.unscale_(optimizer)  # an fp16 overflow leaves inf gradients, which the check below sees
+        ok = all_finite(out.loss, [p.grad for p in params if p.grad is not None])
+        if allowed is not None:
+            ok = ok & allowed
+        ok = dist.all_ranks(ok)
+        guarded_step(optimizer, ok)
+        if scaler.is_enabled():
+            scaler.update()  # backs off after an overflow, as GradScaler.step + update would
         if phase == "D" and self.cfg.clip_weights:
-            clip_weights_(self.phase_params["D"], self.cfg.clip_weights)
+            clip_weights_(params, self.cfg.clip_weights)
+        self.buffers.restore_unless(ok)
         optimizer.zero_grad(set_to_none=True)
-        return out, finite
+        return out, ok
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One G step then one D step; returns detached losses to log."""
+        """One G step then one D step, with no host synchronisation; returns detached losses to log.
+
+        A non-finite G step skips the whole step (D's update too, and G's fakes stay out of image pools); a
+        non-finite D step skips D's update. Either way the step counts: the LR schedule advances.
+        """
         batch = self._to_device(batch)
         if self.gpu_augment is not None:
             batch = self._augment_on_gpu(batch)
-        self.mode.progress = self.step / self.total_steps
-        g, g_finite = self._run_phase("G", lambda: self.mode.generator_step(batch))
-        if g_finite:
-            d, d_finite = self._run_phase("D", lambda: self.mode.discriminator_step(batch, g.outputs))
-        else:  # G's outputs may be non-finite too: keep them away from D (and image pools); the whole step is skipped
-            d, d_finite = StepOutput(torch.full((), float("nan"))), False
+        self.progress.fill_(self.step / self.total_steps)
+        g, g_ok = self._run_phase("G", lambda: self.phase_functions["G"](batch))
+        self.mode.fakes_accepted = g_ok
+        d, d_ok = self._run_phase("D", lambda: self.phase_functions["D"](batch, g.outputs), allowed=g_ok)
         self.mode.nets = self.nets
-        with warnings.catch_warnings():  # an fp16 step skipped by the scaler makes torch warn about the order
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-            for scheduler in self.schedulers.values():
-                scheduler.step()
+        for scheduler in self.schedulers.values():
+            scheduler.step()
         if self.ema is not None:
-            self._update_ema()
-        if g_finite and d_finite:
-            self.nonfinite_in_a_row = 0
-        else:
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
+            self._update_ema(g_ok)
+        self.skips.record(d_ok)  # d_ok includes g_ok
         self.step += 1
-        return {"G": g.loss.detach(), "D": d.loss.detach(), **{k: v.detach() for k, v in {**g.logs, **d.logs}.items()}}
+        logs = {k: v.detach() for k, v in {"G": g.loss, "D": d.loss, **g.logs, **d.logs}.items()}
+        self.log_sums.add(logs, d_ok)
+        return logs
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def _update_ema(self, ok: torch.Tensor) -> None:
+        """EMA of the generators; a skipped G step leaves it as it was (its lerp weight becomes 0)."""
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up: forget the random init fast
+        weight = ok.float() * (1.0 - decay)
         for name, ema_net in self.ema.items():
             net = self.nets[name]
-            torch._foreach_lerp_(list(ema_net.parameters()), list(net.parameters()), 1.0 - decay)
+            for p_ema, p in zip(ema_net.parameters(), net.parameters()):
+                p_ema.lerp_(p, weight)
             for b_ema, b in zip(ema_net.buffers(), net.buffers()):
                 b_ema.copy_(b)
 
@@ -285,11 +295,11 @@ class Trainer:
                 epoch, position = divmod(self.step, self.steps_per_epoch)
                 self.sampler.set_epoch(epoch, skip=position * self.local_batch)
                 for batch in self.loader:
-                    logs = self.train_step(batch)
+                    self.train_step(batch)
                     bar.update(1)
-                    self._after_step(logs, bar)
-                    if self.world_size > 1:  # a signal may reach the ranks at different steps: stop together
-                        self.stop_requested = dist.any_true(self.stop_requested, self.device)
+                    self._after_step(bar)
+                    if self.world_size > 1 and self._log_point():  # a signal may reach the ranks at different
+                        self.stop_requested = dist.any_true(self.stop_signal is not None, self.device)  # steps
                     if self.step >= self.total_steps or self.stop_requested:
                         break
             self.save()
@@ -309,20 +319,26 @@ class Trainer:
             raise SystemExit(128 + self.stop_signal)
         return self.run_dir
 
-    def _after_step(self, logs: dict[str, torch.Tensor], bar: tqdm) -> None:
+    def _log_point(self) -> bool:
+        """Every --log-every steps and at the end: the same steps on every rank (they meet in collectives there)."""
+        return self.step % self.cfg.log_every == 0 or self.step == self.total_steps
+
+    def _after_step(self, bar: tqdm) -> None:
+        """Host-side work between steps: at log points the only copies from the device (log means, skip counts)."""
         cfg = self.cfg
-        if self.step % cfg.log_every == 0 or self.step == self.total_steps or self.nonfinite_in_a_row:
-            values = {k: float(v) for k, v in dist.mean_over_ranks(logs).items()}
+        if self._log_point():
+            values = self.log_sums.mean(dist.mean_over_ranks)  # means over the steps since the last log point
+            nonfinite_total, longest_run = self.skips.read()
             values["lr"] = self.cfg.lr * self.lr_factor(self.step - 1)  # the LR the step just taken used
-            values["nonfinite_steps"] = self.nonfinite_total
+            values["nonfinite_steps"] = nonfinite_total
             values["epoch"] = round(self.step / self.steps_per_epoch, 3)  # epochs done, fractional
             if self.logger is not None:  # adds the wall time and images/s
                 self.logger.scalars(self.step, values)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k in ("G", "D")})
-        if self.nonfinite_in_a_row >= cfg.max_nonfinite:
-            raise I2IError(f"{self.nonfinite_in_a_row} non-finite steps in a row at step {self.step} (these updates "
-                           f"were skipped); stopping. Continue from the last checkpoint with --resume {self.run_dir}, "
-                           f"e.g. with a lower --lr or --precision fp32.")
+            if longest_run >= cfg.max_nonfinite:
+                raise I2IError(f"{longest_run} non-finite steps in a row by step {self.step} (these updates were "
+                               f"skipped); stopping. Continue from the last checkpoint with --resume {self.run_dir}, "
+                               f"e.g. with a lower --lr or --precision fp32.")
         if self.rank == 0 and (self.step % cfg.sample_every == 0 or self.step == self.total_steps):
             self.write_samples()
         if self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
@@ -331,8 +347,9 @@ class Trainer:
             self.evaluator(self)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
         self.stop_signal = signum
+        if self.world_size == 1:  # under DDP the ranks agree on stopping at the next log point (fit)
+            self.stop_requested = True
 
     # --- outputs ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -365,7 +382,7 @@ class Trainer:
                 "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
                 "rng": rng_state(),
                 "extra": self.mode.extra_state(),
-                "nonfinite_total": self.nonfinite_total,
+                "nonfinite_total": int(self.skips.total),
                 "replica_checksums": replicas,
             }
             path = save_checkpoint(self.run_dir, self.step, self.cfg, weights, state, self.cfg.keep_checkpoints)
@@ -387,7 +404,7 @@ class Trainer:
             raise I2IError(f"checkpoint {checkpoint} does not match this model/config: "
                            f"{str(e).strip().splitlines()[0]}") from None
         self.step = self.saved_step = int(state["step"])
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.skips = SkipCounter(self.device, int(state.get("nonfinite_total", 0)))
         self.mode.load_extra_state(state.get("extra", {}))
         if state.get("world_size", 1) == self.world_size:
             set_rng_state(state["rng"])
