@@ -44,11 +44,11 @@ def default_precision(device: torch.device, precision: str | None) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """torch.autocast for bf16/fp16; a no-op for fp32."""
+def autocast(device: torch.device, precision: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """torch.autocast for bf16/fp16; a no-op for fp32. ``cache=False`` for a step captured in a CUDA graph."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
+    return torch.autocast(device.type, dtype=DTYPES[precision], cache_enabled=cache)
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -207,3 +207,17 @@ def test_penalties_stay_outside_the_compiled_phase(data, tiny, tmp_path, monkeyp
     assert any(not torch.equal(v, trainer.nets["D_A"].state_dict()[k]) for k, v in before.items())
     assert trainer.skips.read() == (0, 0)
     torch._dynamo.reset()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_graph_is_refused_on_the_cpu_in_one_line(example_data, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "i2i", "train", "--mode", "cyclegan", "--data",
+                             str(example_data / "unpaired"), "--out", str(out), "--size", "32", "--ngf", "8",
+                             "--ndf", "8", "--n-blocks", "2", "--steps", "1", "--workers", "0", "--device", "cpu",
+                             "--cuda-graph"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "i2i: error: --cuda-graph captures the training step on a CUDA GPU; this run is on cpu" in result.stderr
+    assert not out.exists()

@@ -100,7 +100,9 @@ class LogSums:
                 self.sums[key].add_(value)
             else:
                 self.sums[key] = value.clone()
-        self.count = ok.float() if self.count is None else self.count + ok.float()
+        if self.count is None:
+            self.count = torch.zeros((), device=ok.device)
+        self.count.add_(ok.float())
 
     def mean(self, reduce: Optional[Callable[[dict], dict]] = None) -> dict[str, float]:
         """The window's means as floats (NaN when no step of it was finite); ``reduce`` e.g. averages the device
@@ -112,5 +114,6 @@ class LogSums:
             means = reduce(means)
         keys = list(means)
         values = torch.stack([means[k] for k in keys]).cpu().tolist()
-        self.sums, self.count = {}, None
+        for total in [*self.sums.values(), self.count]:  # in place: a captured step keeps adding into them
+            total.zero_()
         return dict(zip(keys, values))

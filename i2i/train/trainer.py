@@ -21,10 +21,11 @@ from ..data.datasets import ignore_stop_signals
 from ..errors import I2IError
 from ..losses.adversarial import clip_weights_
 from ..modes.base import Mode, StepOutput, create_mode
-from ..nets.layers import set_grad_checkpoint
+from ..nets.layers import set_grad_checkpoint, use_fused_instance_norm
 from ..runtime import (autocast, data_workers, default_precision, pick_device, rng_state, seed_everything,
                        set_rng_state, to_model_range)
 from . import distributed as dist
+from .graph import CapturedStep
 from .guard import BufferGuard, LogSums, SkipCounter, all_finite, guarded_step
 from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
@@ -94,6 +95,7 @@ class Trainer:
             module.to(self.device).eval().requires_grad_(False)
         if self.channels_last:
             self.nets.to(memory_format=torch.channels_last)
+        use_fused_instance_norm(self.nets, not cfg.compile)  # fewer eager kernels; var_mean fuses under compile
         if not set_grad_checkpoint(self.nets, cfg.grad_checkpoint) and cfg.grad_checkpoint:
             raise I2IError(f"--grad-checkpoint: no network of mode '{cfg.mode}' has residual blocks to checkpoint "
                            "(cyclegan, unit, encoder and pix2pix --generator resnet do)")
@@ -135,6 +137,8 @@ class Trainer:
         self.buffers = BufferGuard(self.nets.values())
         self.progress = torch.zeros((), device=self.device)  # fraction of the run done, read by the mode
         self.mode.progress = self.progress
+        self.ema_rate = torch.zeros((), device=self.device)  # 1 - EMA decay of this step
+        self.cuda_graph = CapturedStep(self) if cfg.cuda_graph else None
         self.stop_requested = False
         self.stop_signal: Optional[int] = None  # the SIGINT/SIGTERM that stopped fit(), if any
         self.saved_step = -1
@@ -161,9 +165,11 @@ class Trainer:
         params, cfg = self.phase_params[phase], self.cfg
         if phase == "D" and cfg.clip_weights:
             return torch.optim.RMSprop(params, lr=cfg.lr)
-        # fused: one kernel per step, and it can skip a non-finite step on the device (guard.guarded_step)
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                fused=self.device.type in ("cuda", "cpu"))
+        # fused: one kernel per step, and it can skip a non-finite step on the device (guard.guarded_step). A
+        # captured step needs the LR as a device tensor, which the scheduler then fills in place.
+        lr = torch.tensor(cfg.lr, device=self.device) if cfg.cuda_graph else cfg.lr
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=self.device.type in ("cuda", "cpu"),
+                                capturable=cfg.cuda_graph)
 
     def _wrap_for_phase(self, phase: str) -> nn.ModuleDict:
         """The networks a phase calls: its trained nets wrapped in DDP, the others used raw."""
@@ -225,7 +231,7 @@ class Trainer:
         self.mode.nets = self.phase_nets[phase]
         optimizer, scaler, params = self.optimizers[phase], self.scalers[phase], self.phase_params[phase]
         self.buffers.snapshot()
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache=not self.cfg.cuda_graph):
             out = compute()
         scaler.scale(out.loss).backward(inputs=params)
         if scaler.is_enabled():
@@ -247,22 +253,34 @@ class Trainer:
         """One G step then one D step, with no host synchronisation; returns detached losses to log.
 
         A non-finite G step skips the whole step (D's update too, and G's fakes stay out of image pools); a
-        non-finite D step skips D's update. Either way the step counts: the LR schedule advances.
+        non-finite D step skips D's update. Either way the step counts: the LR schedule advances. The values that
+        change per step (progress, EMA decay, LR) are written into device tensors here, outside the device step,
+        so a captured step (--cuda-graph) reads them on every replay.
         """
+        self.progress.fill_(self.step / self.total_steps)
+        if self.ema is not None:  # warm-up: forget the random init fast
+            self.ema_rate.fill_(1.0 - min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step)))
+        if self.cuda_graph is not None:
+            logs = self.cuda_graph.step(batch)
+        else:
+            logs = self.device_step(batch)
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+        self.step += 1
+        return logs
+
+    def device_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The device's part of a step: normalisation, augmentation, both phases, EMA, counters and log sums."""
         batch = self._to_device(batch)
         if self.gpu_augment is not None:
             batch = self._augment_on_gpu(batch)
-        self.progress.fill_(self.step / self.total_steps)
         g, g_ok = self._run_phase("G", lambda: self.phase_functions["G"](batch))
         self.mode.fakes_accepted = g_ok
         d, d_ok = self._run_phase("D", lambda: self.phase_functions["D"](batch, g.outputs), allowed=g_ok)
         self.mode.nets = self.nets
-        for scheduler in self.schedulers.values():
-            scheduler.step()
         if self.ema is not None:
             self._update_ema(g_ok)
         self.skips.record(d_ok)  # d_ok includes g_ok
-        self.step += 1
         logs = {k: v.detach() for k, v in {"G": g.loss, "D": d.loss, **g.logs, **d.logs}.items()}
         self.log_sums.add(logs, d_ok)
         return logs
@@ -270,8 +288,7 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self, ok: torch.Tensor) -> None:
         """EMA of the generators; a skipped G step leaves it as it was (its lerp weight becomes 0)."""
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up: forget the random init fast
-        weight = ok.float() * (1.0 - decay)
+        weight = ok.float() * self.ema_rate
         for name, ema_net in self.ema.items():
             net = self.nets[name]
             for p_ema, p in zip(ema_net.parameters(), net.parameters()):
