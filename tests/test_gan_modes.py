@@ -132,8 +132,9 @@ def test_cgan_reads_classes_from_folders_and_trains_with_options(tmp_path, tiny,
 
 
 def test_cgan_without_classes_is_a_clear_error(tmp_path, tiny):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(I2IError, match="no class sub-folders"):
-        train(tmp_path, tiny, "cgan", tmp_path)
+        train(tmp_path, tiny, "cgan", tmp_path / "empty")
     with pytest.raises(I2IError, match="class names given"):
         create_mode(make_config(dict(mode="cgan", size=32, ngf=4, ndf=4, num_classes=2, class_names="a,b,c")))
 

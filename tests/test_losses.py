@@ -166,7 +166,7 @@ def test_wgan_gp_critic_reaches_the_expected_gap():
     torch.manual_seed(0)
     mode = tiny_mode(gan_loss="wgan", gp_weight=10.0, d_norm="none")
     d = mode.nets["D_A"]
-    real, fake = torch.full((8, 3, 8, 8), 0.25), torch.full((8, 3, 8, 8), -0.25)
+    real, fake = torch.full((4, 3, 8, 8), 0.25), torch.full((4, 3, 8, 8), -0.25)
     w1 = 0.5 * math.sqrt(3 * 8 * 8)
     optimum = w1 * (1 + w1 / (2 * 10.0))
     optimizer = torch.optim.Adam(d.parameters(), lr=2e-3, betas=(0.5, 0.9))

@@ -380,7 +380,7 @@ def test_nonfinite_steps_skipped_counted_then_stop(tmp_path, example_data, tiny,
     cfg = make_config({**tiny, "mode": "cyclegan", "data": str(example_data / "unpaired"), "out": str(tmp_path / "r"),
                        "steps": 20, "max_nonfinite": 3, "checkpoint_every": 2, "precision": precision})
     trainer = Trainer(cfg)
-    generator_step, train_step = trainer.mode.generator_step, trainer.train_step
+    generator_step, train_step = trainer.phase_functions["G"], trainer.train_step
     nan_loss, nan_grad = {2, 5, 6, 7}, {3}
 
     def poisoned_generator_step(batch):
@@ -400,7 +400,7 @@ def test_nonfinite_steps_skipped_counted_then_stop(tmp_path, example_data, tiny,
         changed[index] = any(not torch.equal(a, p) for a, p in zip(before, trainer.nets.parameters()))
         return logs
 
-    trainer.mode.generator_step, trainer.train_step = poisoned_generator_step, recording_train_step
+    trainer.phase_functions["G"], trainer.train_step = poisoned_generator_step, recording_train_step
     with pytest.raises(i2i.I2IError, match=r"3 non-finite steps in a row by step 8 .*--resume"):
         trainer.fit()
     assert changed == {i: i not in nan_loss | nan_grad for i in range(8)}
@@ -459,8 +459,8 @@ def test_long_run_memory_and_files_stay_flat(tmp_path, example_data, tiny):
     trainer = Trainer(cfg)
     after_step, samples = trainer._after_step, {}
 
-    def measuring_after_step(logs, bar):
-        after_step(logs, bar)
+    def measuring_after_step(bar):
+        after_step(bar)
         if trainer.step in (30, 120):
             pids = [os.getpid(), *_children(os.getpid())]
             samples[trainer.step] = (sum(_rss_kib(p) for p in pids), len(os.listdir("/proc/self/fd")), len(pids))
