@@ -48,4 +48,14 @@ def cyclegan_run(example_data, tmp_path_factory) -> Path:
                      out=str(tmp_path_factory.mktemp("cyclegan")), **TINY)
 
 
+@pytest.fixture(scope="session")
+def alexnet_weights(tmp_path_factory) -> Path:
+    """A random torchvision alexnet's features.* (the part LPIPS uses) standing in for the ImageNet file."""
+    from torchvision.models import alexnet
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("lpips") / "alexnet.pth"
+    torch.save({k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}, path)
+    return path
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -46,16 +46,6 @@ def pix2pix_run(task_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def alexnet_weights(tmp_path_factory) -> Path:
-    """A random torchvision alexnet's features.* standing in for the LPIPS trunk's ImageNet weights."""
-    from torchvision.models import alexnet
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lpips") / "alexnet.pth"
-    torch.save({k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def resnet18_weights(tmp_path_factory) -> Path:
     """Random resnet18 weights standing in for a pretrained encoder (plumbing tests only)."""
     from safetensors.torch import save_file

@@ -11,16 +11,6 @@ from i2i.errors import I2IError
 from i2i.metrics import lpips_distance
 
 
-@pytest.fixture(scope="session")
-def alexnet_weights(tmp_path_factory) -> Path:
-    """A random torchvision alexnet's features.* (the part LPIPS uses) standing in for the ImageNet file."""
-    from torchvision.models import alexnet
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lpips") / "alexnet.pth"
-    torch.save({k: v for k, v in alexnet().state_dict().items() if k.startswith("features.")}, path)
-    return path
-
-
 def test_lpips_equals_a_hand_computation(alexnet_weights):
     """sum over AlexNet's five ReLU outputs of the spatial mean of sum_c w_c (unit-normalised feature difference)^2,
     on inputs shifted and scaled as lpips does, with the linear weights the package ships."""

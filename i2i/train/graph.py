@@ -37,6 +37,7 @@ class CapturedStep:
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         self.failed = False
+        self.side_stream = torch.cuda.Stream(trainer.device)
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.failed:
@@ -52,7 +53,7 @@ class CapturedStep:
         return self.outputs
 
     def _warm_up(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        side = torch.cuda.Stream(self.trainer.device)
+        side = self.side_stream
         side.wait_stream(torch.cuda.current_stream(self.trainer.device))
         with torch.cuda.stream(side):
             logs = self.trainer.device_step(batch)

@@ -25,9 +25,9 @@ from ..nets.layers import set_grad_checkpoint, use_fused_instance_norm
 from ..runtime import (autocast, data_workers, default_precision, pick_device, rng_state, seed_everything,
                        set_rng_state, to_model_range)
 from . import distributed as dist
+from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .graph import CapturedStep
 from .guard import BufferGuard, LogSums, SkipCounter, all_finite, guarded_step
-from .checkpoint import RunLock, find_checkpoint, load_state, load_weights, save_checkpoint
 from .evaluation import PeriodicEval
 from .logging import RunLogger
 from .start import move_aside, plan_start, say
@@ -291,8 +291,10 @@ class Trainer:
         weight = ok.float() * self.ema_rate
         for name, ema_net in self.ema.items():
             net = self.nets[name]
-            for p_ema, p in zip(ema_net.parameters(), net.parameters()):
-                p_ema.lerp_(p, weight)
+            ema_params = list(ema_net.parameters())
+            steps = torch._foreach_sub(list(net.parameters()), ema_params)
+            torch._foreach_mul_(steps, weight)  # a device scalar: no host sync, and captured steps read it
+            torch._foreach_add_(ema_params, steps)
             for b_ema, b in zip(ema_net.buffers(), net.buffers()):
                 b_ema.copy_(b)
 
