@@ -72,13 +72,14 @@ def assert_replicas_in_sync(checkpoint: Path, world_size: int) -> None:
 def assert_same_model(a: Path, b: Path) -> None:
     nets_a, nets_b = loaded_nets(a), loaded_nets(b)
     weights_a, weights_b = nets_a.state_dict(), nets_b.state_dict()
-    for key in weights_a:
+    for key in weights_a:  # atol: a quarter of one Adam step (lr 2e-4); summation order moves a few elements ~1e-5
         if key.endswith("weight"):
-            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=1e-5, msg=key)
+            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=5e-5, msg=lambda m, key=key: f"{key}: {m}")
+    # outputs: instance norm magnifies those 1e-5 weight differences to ~3e-3
     x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32).sin()
     with torch.no_grad():
         for name in nets_a:
-            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=1e-2, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_ranks_together_see_the_single_batch(example_data):
@@ -109,8 +110,9 @@ def test_cyclegan_two_ranks_match_one_process_and_resume_on_one(example_data, ti
     ddp_log, single_log = log_lines(tmp_path / "ddp"), log_lines(single)
     assert [row["step"] for row in ddp_log] == [1, 2, 3, 4, 5]
     for row_ddp, row_single in zip(ddp_log, single_log):
+        # rel 1e-4: the all-reduced mean sums in another order than one process does (1.1e-5 seen at step 5)
         for key in ("G", "D", "cycle_A", "idt_B", "D_A"):
-            assert row_ddp[key] == pytest.approx(row_single[key], rel=1e-5), (row_ddp["step"], key)
+            assert row_ddp[key] == pytest.approx(row_single[key], rel=1e-4), (row_ddp["step"], key)
     for ckpt_ddp, ckpt_single in zip(ddp_ckpts, single_ckpts):
         assert_same_model(ckpt_ddp, ckpt_single)
 
