@@ -74,12 +74,14 @@ def assert_same_model(a: Path, b: Path) -> None:
     weights_a, weights_b = nets_a.state_dict(), nets_b.state_dict()
     for key in weights_a:  # atol: a quarter of one Adam step (lr 2e-4); summation order moves a few elements ~1e-5
         if key.endswith("weight"):
-            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=5e-5, msg=lambda m, key=key: f"{key}: {m}")
+            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=5e-5,
+                                       msg=lambda m, key=key: f"{key}: {m}")
     # outputs: instance norm magnifies those 1e-5 weight differences to ~3e-3
     x = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32).sin()
     with torch.no_grad():
         for name in nets_a:
-            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=1e-2, msg=lambda m, name=name: f"{name}: {m}")
+            torch.testing.assert_close(nets_a[name](x), nets_b[name](x), rtol=0, atol=1e-2,
+                                       msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_ranks_together_see_the_single_batch(example_data):

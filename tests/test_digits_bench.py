@@ -74,8 +74,17 @@ def test_accuracy_and_kid_against_hand_computations(bench):
     # (2/3 + 1)^3 = 125/27 (same axis). Unbiased MMD^2 = (1 + 1) - 2 * (2 * 125/27 + 2) / 4 = -98/27. Every subset
     # of 2 is the whole set, so the std over subsets is 0.
     a = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(2, 3, 1, 1)
-    kid, std = bench.classifier_kid(FirstPixel(), a, 2 * a, cpu)
+    kid, std = bench.classifier_kid(FirstPixel().features, a, 2 * a, cpu)
     assert kid == pytest.approx(-98 / 27) and std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_features_are_standardised_on_the_real_images(bench):
+    real = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 40.0]]).view(3, 2, 1, 1)
+    features = bench.standardised_features(FirstPixel(), real, torch.device("cpu"))
+    # per dimension: means 3 and 20, stds 2 and 17.32; the second image sits at (0, -0.577)
+    expected = torch.tensor([[-1.0, -10 / 300 ** 0.5], [0.0, -10 / 300 ** 0.5], [1.0, 20 / 300 ** 0.5]])
+    torch.testing.assert_close(features(real), expected)
+    torch.testing.assert_close(features(torch.tensor([3.0, 20.0]).view(1, 2, 1, 1)), torch.zeros(1, 2))
 
 
 def test_classifier_learns_digits_and_gives_penultimate_features(digits, bench):
@@ -116,7 +125,8 @@ def test_digits_command_trains_and_scores_both_modes(digits):
     assert cgan["command"].startswith("i2i train --mode cgan") and cgan["steps"] == 1
     assert cgan["samples"] == 20 and set(cgan["per_class"]) == {str(d) for d in range(10)}
     assert cgan["class_accuracy"] == pytest.approx(sum(cgan["per_class"].values()) / 10, abs=1e-3)
-    assert gan["kid_ratio"] == pytest.approx(gan["kid_trained"] / gan["kid_untrained"], abs=1e-4)
+    for run in (cgan, gan):
+        assert run["kid_ratio"] == pytest.approx(run["kid_trained"] / run["kid_untrained"], abs=1e-4)
     assert sum(gan["predicted_classes"].values()) == pytest.approx(1.0, abs=0.01)
     for grid in ("cgan.png", "gan_trained.png", "gan_untrained.png"):
         assert (digits / "grids" / grid).is_file()

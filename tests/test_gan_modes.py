@@ -16,7 +16,7 @@ from i2i.config import make_config
 from i2i.errors import I2IError
 from i2i.modes.base import create_mode
 from i2i.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from i2i.nets.layers import MinibatchStdDev
+from i2i.nets.layers import MinibatchStdDev, init_weights
 from i2i.runtime import autocast
 from i2i.sampling import slerp
 from i2i.train.checkpoint import find_checkpoint
@@ -91,6 +91,22 @@ def test_conditioning_is_checked_and_projection_uses_the_label():
         d(x)
     with pytest.raises(ValueError, match="labels"):
         DCGANGenerator(latent_dim=8, size=32, ngf=4)(torch.randn(2, 8), torch.tensor([0, 1]))
+
+
+def test_conditional_generator_sees_the_class_from_the_first_step():
+    """The one-hot class enters G's input layer, so a freshly initialised G already draws each class differently
+    (the class gains of its norms start at zero and add nothing yet) and the class columns get a gradient."""
+    torch.manual_seed(0)
+    g = init_weights(DCGANGenerator(latent_dim=8, size=32, ngf=4, num_classes=3))
+    assert g.project.in_features == 8 + 3
+    z = torch.randn(1, 8).expand(4, 8)
+    images = g(z, torch.tensor([0, 0, 1, 2]))
+    assert torch.equal(images[0], images[1])
+    assert (images[1] - images[2]).abs().max() > 1e-3 and (images[2] - images[3]).abs().max() > 1e-3
+    images.sum().backward()
+    class_columns = g.project.weight.grad[:, 8:]
+    assert class_columns.abs().sum(0).min() > 0  # every class column learns
+    assert all(norm.gain.weight.abs().max() == 0 for norm in g.norms)
 
 
 def test_slerp_keeps_the_ends_and_the_norm():

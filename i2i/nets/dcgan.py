@@ -1,9 +1,12 @@
 """DCGAN-style networks (Radford et al. 2016) for the noise-to-image modes, optionally class-conditional.
 
 The generator maps a latent vector to a 4x4 map, then doubles it with stride-2 transposed convolutions up to the
-image size. Given ``num_classes`` its norms become conditional (a parameter-free norm followed by a per-class gain
-and bias, as in de Vries et al. 2017 / BigGAN). The discriminator halves the image down to 4x4 and ends in a linear
-logit; given ``num_classes`` it adds the projection term ``<embed(y), h>`` (Miyato & Koyama 2018).
+image size. Given ``num_classes`` the class enters twice: as a one-hot vector concatenated to the latent vector (the
+conditional GAN of Mirza & Osindero 2014), which carries the class from the first step, and through conditional norms
+(a parameter-free norm followed by a per-class gain and bias, as in de Vries et al. 2017 / BigGAN), which start as
+plain norms and refine it. (A class signal as strong as the noise from the start, e.g. an N(0, 1) embedding of the
+latent's size, made the generator drop the noise: one image per class on scikit-learn's digits.) The discriminator
+halves the image down to 4x4 and ends in a linear logit; given ``num_classes`` it adds the projection term ``<embed(y), h>`` (Miyato & Koyama 2018).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ class DCGANGenerator(nn.Module):
         widths = [ngf * min(8, 2 ** (steps - 1 - i)) for i in range(steps)]  # at 4x4, 8x8, ..., size/2
         self.latent_dim, self.size, self.num_classes = latent_dim, size, num_classes
         bias = uses_bias(norm)
-        self.project = nn.Linear(latent_dim, widths[0] * 16, bias=bias)
+        self.project = nn.Linear(latent_dim + (num_classes or 0), widths[0] * 16, bias=bias)  # [z, one-hot(y)]
         self.norms = nn.ModuleList(ClassNorm(norm, w, num_classes) for w in widths)
         self.ups = nn.ModuleList(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
                                  for cin, cout in zip(widths, widths[1:]))
@@ -67,6 +70,8 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if (labels is None) != (self.num_classes is None):
             raise ValueError("class labels are required by a conditional generator and refused by an unconditional one")
+        if labels is not None:
+            z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], 1)
         x = self.project(z).view(z.shape[0], -1, 4, 4)
         for i, norm in enumerate(self.norms):
             if i:
