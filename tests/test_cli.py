@@ -117,6 +117,25 @@ def test_resume_refuses_a_new_model_stretches_the_schedule_and_knows_when_it_is_
     assert [row["lr"] for row in rows[1:]] == pytest.approx([2e-4 * factor(s) for s in (1, 2, 3)])
 
 
+def test_resume_takes_lr_and_betas_from_the_command_line(run, capsys):
+    """--lr / --beta1 on --resume are used from the first resumed step (the optimiser state holds the old ones),
+    and the start says so; without them a resumed run keeps the checkpoint's."""
+    from i2i.train.start import plan_start
+    from i2i.train.trainer import Trainer
+    factor = linear_decay(4, 0.5)
+    for flags, lr, betas in (({}, 2e-4, (0.5, 0.999)), ({"lr": 1e-4, "beta1": 0.9}, 1e-4, (0.9, 0.999))):
+        start = plan_start({"steps": 4, **flags}, resume=run)
+        trainer = Trainer(start.cfg, resume=start.checkpoint)
+        trainer.run_lock.release()
+        for optimizer in trainer.optimizers.values():
+            for group in optimizer.param_groups:
+                assert (group["lr"], group["betas"]) == (pytest.approx(lr * factor(1)), betas)
+    assert "the optimisers continue from step 1 with lr 0.0002 -> 0.0001, beta1 0.5 -> 0.9" in start.note
+    code, _, err = i2i_here(capsys, "train", "--resume", str(run), "--steps", "3", "--lr", "1e-4", "--no-progress")
+    assert code == EXIT_OK and "i2i: note: the optimisers continue from step 1 with lr 0.0002 -> 0.0001" in err, err
+    assert "i2i: note: the LR schedule is recomputed for steps 1 -> 3" in err
+
+
 @pytest.mark.parametrize("args,parts", [
     (["--size", "30"], ["--size 30 does not fit the cyclegan generator", "multiple of 4", "28 or 32"]),
     (["--mode", "pix2pix", "--size", "24"], ["--size 24 does not fit the pix2pix generator", "multiple of 16"]),

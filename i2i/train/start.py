@@ -27,6 +27,7 @@ ARCHITECTURE = ("mode", "size", "generator", "ngf", "n_blocks", "n_down", "unit_
                 "padding", "ndf", "d_layers", "d_scales", "d_norm", "spectral_norm", "latent_dim", "minibatch_std",
                 "num_classes", "class_names")
 SCHEDULE = ("steps", "epochs", "lr_decay")  # fields the LR schedule is computed from
+OPTIMISER = ("lr", "beta1", "beta2")  # fields a resumed run takes from its command line, not its checkpoint
 RUN_ENTRIES = ("config.yaml", "log.jsonl", CHECKPOINT_DIR)  # any of these marks a folder as holding a run
 
 
@@ -161,10 +162,12 @@ def plan_start(config: TrainConfig | dict[str, Any], resume: Optional[str | Path
         say(f"{checkpoint} is at step {step} and --steps is {cfg.steps}: nothing to do (pass a larger --steps to "
              "train longer)")
         return RunStart(cfg, checkpoint, step, nothing_to_do=True)
-    stretched = _changes(saved, cfg, SCHEDULE)
-    note = (f"note: the LR schedule is recomputed for {', '.join(stretched)}: from step {step} on it is stretched to "
-            "the new length and differs from the original run's") if stretched else ""
-    return RunStart(cfg, checkpoint, step, note=note)
+    stretched, retuned = _changes(saved, cfg, SCHEDULE), _changes(saved, cfg, OPTIMISER)
+    notes = [f"note: the LR schedule is recomputed for {', '.join(stretched)}: from step {step} on it is stretched "
+             "to the new length and differs from the original run's"] if stretched else []
+    if retuned:
+        notes.append(f"note: the optimisers continue from step {step} with {', '.join(retuned)}")
+    return RunStart(cfg, checkpoint, step, note="\n".join(notes))
 
 
 def move_aside(run_dir: Path) -> Optional[Path]:

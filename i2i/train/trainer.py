@@ -423,12 +423,30 @@ class Trainer:
             raise I2IError(f"checkpoint {checkpoint} does not match this model/config: "
                            f"{str(e).strip().splitlines()[0]}") from None
         self.step = self.saved_step = int(state["step"])
+        self._set_optimiser_settings()
         self.skips = SkipCounter(self.device, int(state.get("nonfinite_total", 0)))
         self.mode.load_extra_state(state.get("extra", {}))
         if state.get("world_size", 1) == self.world_size:
             set_rng_state(state["rng"])
         else:  # a different world size cannot replay the same streams; reseed per rank from the step
             seed_everything(self.cfg.seed + self.step * 1000 + self.rank)
+
+    def _set_optimiser_settings(self) -> None:
+        """After a restore: this config's --lr (on this config's schedule) and Adam betas, not the checkpoint's.
+
+        An optimiser's state holds its LR and betas, and a scheduler its base LR; loaded as they are, a resumed
+        run would silently keep the old --lr, and a stretched schedule would take one step at the old LR."""
+        for phase, optimizer in self.optimizers.items():
+            self.schedulers[phase].base_lrs = [self.cfg.lr] * len(optimizer.param_groups)
+            lr = self.cfg.lr * self.lr_factor(self.step)
+            for group in optimizer.param_groups:
+                group["initial_lr"] = self.cfg.lr
+                if torch.is_tensor(group["lr"]):  # a captured step's LR tensor (--cuda-graph)
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = (self.cfg.beta1, self.cfg.beta2)
 
 
 def _main_thread() -> bool:
@@ -449,8 +467,8 @@ def train(config: TrainConfig | dict[str, Any], resume: Optional[str | Path] = N
         move_aside(start.run_dir)
     try:
         trainer = Trainer(start.cfg, start.checkpoint)
-        if start.note:
-            say(start.note)
+        for note in start.note.splitlines():
+            say(note)
         return trainer.fit()
     finally:
         dist.shutdown()
