@@ -78,6 +78,13 @@ def test_accuracy_and_kid_against_hand_computations(bench):
     assert kid == pytest.approx(-98 / 27) and std == pytest.approx(0.0, abs=1e-12)
 
 
+def test_class_spread_is_the_mean_within_class_pixel_std(bench):
+    images = torch.tensor([0.0, 2.0, 5.0, 5.0, 1.0, 3.0, 5.0]).view(7, 1, 1, 1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    # class stds (unbiased): sqrt(2), 0 (collapsed), 2
+    assert bench.class_spread(images, labels) == pytest.approx((2 ** 0.5 + 0 + 2) / 3, abs=1e-4)
+
+
 def test_kid_features_are_standardised_on_the_real_images(bench):
     real = torch.tensor([[1.0, 10.0], [3.0, 10.0], [5.0, 40.0]]).view(3, 2, 1, 1)
     features = bench.standardised_features(FirstPixel(), real, torch.device("cpu"))
@@ -125,6 +132,7 @@ def test_digits_command_trains_and_scores_both_modes(digits):
     assert cgan["command"].startswith("i2i train --mode cgan") and cgan["steps"] == 1
     assert cgan["samples"] == 20 and set(cgan["per_class"]) == {str(d) for d in range(10)}
     assert cgan["class_accuracy"] == pytest.approx(sum(cgan["per_class"].values()) / 10, abs=1e-3)
+    assert 0 < cgan["class_spread"] and 0.2 < report["class_spread_real_test"] < 0.4
     for run in (cgan, gan):
         assert run["kid_ratio"] == pytest.approx(run["kid_trained"] / run["kid_untrained"], abs=1e-4)
     assert sum(gan["predicted_classes"].values()) == pytest.approx(1.0, abs=0.01)

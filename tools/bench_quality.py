@@ -186,6 +186,12 @@ def in_batches(function, images: torch.Tensor, device: torch.device, batch_size:
                       for i in range(0, len(images), batch_size)])
 
 
+def class_spread(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over classes of the per-pixel std across that class's images: near 0 when a class collapses to one
+    image, near the real images' value when it is drawn in their variety."""
+    return round(float(torch.stack([images[labels == k].std(0).mean() for k in labels.unique()]).mean()), 4)
+
+
 def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     """Share of ``images`` whose predicted class is ``labels``."""
     predicted = in_batches(classifier, images, device).argmax(1)
@@ -274,6 +280,7 @@ def score_run(name: str, run: Path, classifier: DigitClassifier, features, real:
             scores["class_accuracy"] = round(float(hits.mean()), 4)
             scores["per_class"] = {c: round(float(hits[asked == names.index(c)].mean()), 4)
                                    for c in sampler.class_names}
+            scores["class_spread"] = class_spread(images, asked)
             sampler.save(sampler.class_grid(10, seed=seed), grids / f"{name}.png", nrow=10)
         elif key == "trained":
             counts = torch.bincount(in_batches(classifier, images, device).argmax(1), minlength=len(names))
@@ -300,6 +307,8 @@ def digits_markdown(report: dict[str, Any]) -> str:
             target = f">= {CLASS_ACCURACY_TARGET}" if r["name"] == "cgan" else "-"
             met = ("yes" if r["class_accuracy"] >= CLASS_ACCURACY_TARGET else "no") if r["name"] == "cgan" else "-"
             lines.append(f"{head} class accuracy | {r['class_accuracy']:.3f} | {target} | {met} |")
+            lines.append(f"{head} pixel std within a class (real test images) | {r['class_spread']:.3f} "
+                         f"({report['class_spread_real_test']:.3f}) | - | - |")
         target, met = ("ratio <= 1/3", "yes" if r["kid_ratio"] <= KID_RATIO_TARGET else "no") \
             if r["name"] == "gan" else ("-", "-")
         lines.append(f"{head} KID vs real test (untrained G; ratio) | {r['kid_trained']:.4f} "
@@ -349,6 +358,7 @@ def digits_main(argv: list[str]) -> None:
         "runs": []}
     features = standardised_features(classifier, train_images, device)
     report["kid_real_train"] = classifier_kid(features, train_images, test_images, device)[0]
+    report["class_spread_real_test"] = class_spread(test_images, test_labels)
     print(json.dumps(report["classifier"]), file=sys.stderr, flush=True)
     plan = [(mode, mode, []) for mode in args.modes.split(",")]
     if args.flip_control:
