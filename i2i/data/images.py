@@ -88,5 +88,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 array to a 3xHxW uint8 tensor (normalisation to [-1, 1] happens on the device)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    """HxWx3 uint8 array to a 3xHxW uint8 tensor (normalisation to [-1, 1] happens on the device).
+
+    Always one copy: the transpose needs one anyway, and it keeps the tensor off a read-only decoder buffer (which
+    an image of one pixel per row or column, whose transpose is already contiguous, would otherwise share)."""
+    return torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))
