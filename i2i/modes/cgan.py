@@ -1,6 +1,7 @@
 """Class-conditional GAN: the gan recipe with class labels from ``DATA/<class>/*`` folders.
 
-The generator is conditioned through class-conditional batch norm, the discriminator through a projection head.
+The generator is conditioned through a one-hot class input and class-conditional batch norm (nets/dcgan.py), the
+discriminator through a projection head.
 The class names (sorted sub-folder names, as the dataset labels them) are saved in the config, so a checkpoint
 can be loaded and sampled by class name without the data folder.
 """
