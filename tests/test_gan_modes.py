@@ -259,8 +259,9 @@ def test_sample_cli_per_class(tmp_path, tiny, class_data, capsys):
     assert len(list((tmp_path / "t").glob("*.png"))) == 3
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(run), "--class", "hexagon", "--out", str(tmp_path / "h")]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "unknown class 'hexagon'" in err and "circle, square, triangle" in err
+    assert out == "" and not (tmp_path / "h").exists()  # refused before the seed line or any file
 
 
 def test_sample_cli_refuses_a_translation_checkpoint(tmp_path, tiny, example_data, capsys):

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cls is not None and not model.class_names:
         raise I2IError(f"this '{model.mode.name}' model is unconditional; drop --class")
     every_class = args.cls == "all"
+    if args.cls is not None and not every_class:
+        model.class_index(args.cls)  # an unknown class is refused before anything is printed or drawn
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
         print(f"i2i: seed {args.seed} (pass --seed {args.seed} to get these images again)")
