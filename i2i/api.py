@@ -24,6 +24,7 @@ def load_mode(path: str | Path, device: torch.device, use_ema: bool = True) -> t
     cfg.perceptual_weight = 0.0  # the frozen encoder is a training-only term
     mode = create_mode(cfg, for_training=False)
     weights = load_weights(checkpoint)
+    mode.upgrade_weights(weights)
     load_matching(mode.nets, weights.get("nets", {}), checkpoint)
     nets = dict(mode.nets.items())
     if use_ema and "ema" in weights:  # the EMA copies of the generators replace their raw weights

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import i2i
 from i2i.cli import main
@@ -107,6 +107,27 @@ def test_conditional_generator_sees_the_class_from_the_first_step():
     class_columns = g.project.weight.grad[:, 8:]
     assert class_columns.abs().sum(0).min() > 0  # every class column learns
     assert all(norm.gain.weight.abs().max() == 0 for norm in g.norms)
+
+
+def test_cgan_checkpoint_from_before_the_class_input_samples_as_before_and_refuses_to_resume(
+        tmp_path, tiny, class_data, capsys):
+    """A generator without the one-hot input equals this one with zero class columns: it loads and draws exactly
+    that; continuing its training (whose optimiser state has the old shapes) is refused in one line."""
+    run = train(tmp_path, tiny, "cgan", class_data, steps=1)
+    weights = find_checkpoint(run) / "weights.safetensors"
+    tensors = load_file(weights)
+    latent = i2i.load(run).cfg.latent_dim
+    for key in ("nets.G.project.weight", "ema.G.project.weight"):
+        tensors[key][:, latent:] = 0
+    save_file(tensors, weights)
+    expected = i2i.load(run).sample(4, seed=1, labels=[0, 1, 2, 1])
+    save_file({k: v[:, :latent].contiguous() if k.endswith("G.project.weight") else v for k, v in tensors.items()},
+              weights)  # as an older i2i wrote it
+    torch.testing.assert_close(i2i.load(run).sample(4, seed=1, labels=[0, 1, 2, 1]), expected, rtol=0, atol=0)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "written by an older i2i" in err and "start a new run" in err
 
 
 def test_slerp_keeps_the_ends_and_the_norm():

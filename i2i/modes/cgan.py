@@ -48,6 +48,18 @@ class CGAN(GAN):
             raise I2IError(f"{len(cfg.class_names.split(','))} class names given for {cfg.num_classes} classes")
         return cfg.num_classes
 
+    def upgrade_weights(self, weights):
+        """A generator from before the one-hot class input (i2i before 2026-12-01) is this one with zero class
+        columns in its input layer: it loads and draws exactly what it drew."""
+        upgraded = []
+        for group, tensors in weights.items():
+            weight = tensors.get("G.project.weight")
+            if weight is not None and weight.shape[1] == self.cfg.latent_dim:
+                zeros = weight.new_zeros(len(weight), self.cfg.num_classes)
+                tensors["G.project.weight"] = torch.cat([weight, zeros], 1)
+                upgraded.append(f"{group}: G.project.weight gets zero one-hot class columns")
+        return upgraded
+
     def condition(self, batch):
         return {"labels": batch["label"]}
 

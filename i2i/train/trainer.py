@@ -411,6 +411,10 @@ class Trainer:
 
     def _restore(self, checkpoint: Path) -> None:
         weights, state = load_weights(checkpoint), load_state(checkpoint)
+        if self.mode.upgrade_weights(weights):
+            raise I2IError(f"{checkpoint} was written by an older i2i whose {self.cfg.mode} networks differ from "
+                           "this version's: it still loads (i2i.load, i2i sample, i2i convert), but training cannot "
+                           "continue from it; start a new run")
         try:
             self.nets.load_state_dict(weights["nets"])
             if self.ema is not None and "ema" in weights:
