@@ -445,10 +445,10 @@ class Trainer:
             lr = self.cfg.lr * self.lr_factor(self.step)
             for group in optimizer.param_groups:
                 group["initial_lr"] = self.cfg.lr
-                if torch.is_tensor(group["lr"]):  # a captured step's LR tensor (--cuda-graph)
+                if torch.is_tensor(group["lr"]):
                     group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
+                else:  # a captured step (--cuda-graph) reads the LR from a device tensor
+                    group["lr"] = torch.tensor(lr, device=self.device) if self.cfg.cuda_graph else lr
                 if "betas" in group:
                     group["betas"] = (self.cfg.beta1, self.cfg.beta2)
 
