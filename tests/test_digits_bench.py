@@ -116,6 +116,23 @@ def test_kept_classifier_is_reloaded_with_reuse(digits, bench, tmp_path):
     assert torch.equal(reloaded(images[:8]), trained(images[:8]))
 
 
+def test_default_cgan_draws_each_asked_digit_in_its_variety_within_400_steps(digits, bench, tmp_path):
+    """A guard on the class conditioning, on real digits. Seen here at step 400 (seeds 0, 1, 2): class accuracy
+    0.93, 0.94, 0.86 and within-class pixel std 0.25 to 0.26 (real images: 0.28). Conditioning through class gains
+    that start at zero alone gave 0.10 at step 400; an N(0, 1) class embedding gave a std of 0.03 (one image per
+    digit)."""
+    import i2i
+    images, labels, _ = bench.read_class_folders(digits / "data" / "train")
+    cpu = torch.device("cpu")
+    classifier = bench.train_classifier(images, labels, 10, epochs=5, seed=0, device=cpu)
+    run = i2i.train(mode="cgan", data=str(digits / "data"), out=str(tmp_path / "run"), size=32, steps=400,
+                    batch_size=64, seed=0, workers=0, tensorboard=False, sample_every=400, checkpoint_every=400)
+    samples = i2i.load(run).class_grid(50, seed=0)
+    asked = torch.arange(10).repeat_interleave(50)
+    assert bench.accuracy(classifier, samples, asked, cpu) >= 0.6
+    assert bench.class_spread(samples, asked) >= 0.15
+
+
 def test_digits_command_trains_and_scores_both_modes(digits):
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "bench_quality.py"), "digits", "--out", str(digits), "--steps", "1",
