@@ -130,7 +130,7 @@ def test_resume_takes_lr_and_betas_from_the_command_line(run, capsys):
         for optimizer in trainer.optimizers.values():
             for group in optimizer.param_groups:
                 assert (group["lr"], group["betas"]) == (pytest.approx(lr * factor(1)), betas)
-    assert "the optimisers continue from step 1 with lr 0.0002 -> 0.0001, beta1 0.5 -> 0.9" in start.note
+    assert "the optimisers continue from step 1 with lr 0.0002 -> 0.0001, beta1 0.5 -> 0.9" in start.notes[-1]
     code, _, err = i2i_here(capsys, "train", "--resume", str(run), "--steps", "3", "--lr", "1e-4", "--no-progress")
     assert code == EXIT_OK and "i2i: note: the optimisers continue from step 1 with lr 0.0002 -> 0.0001" in err, err
     assert "i2i: note: the LR schedule is recomputed for steps 1 -> 3" in err

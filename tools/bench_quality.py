@@ -268,26 +268,27 @@ def score_run(name: str, run: Path, classifier: DigitClassifier, features, real:
     samples: for cgan the class accuracy (overall and per class), else the share of each predicted class. Saves
     the sample grids: cgan one row per class (10 samples each), gan 8x8 of the trained and untrained G."""
     import i2i
+    samplers = {"trained": i2i.load(run, device=str(device)), "untrained": untrained_sampler(run, device)}
+    images = {key: generated(sampler, n, seed).cpu() for key, sampler in samplers.items()}
     scores: dict[str, Any] = {"samples": n}
-    for key, sampler in (("trained", i2i.load(run, device=str(device))), ("untrained", untrained_sampler(run, device))):
-        images = generated(sampler, n, seed).cpu()
-        scores[f"kid_{key}"], scores[f"kid_{key}_std"] = classifier_kid(features, images, real, device)
-        conditional = bool(sampler.cfg.num_classes)
-        if key == "trained" and conditional:
-            asked = torch.tensor([names.index(c) for c in sampler.class_names])
-            asked = asked.repeat_interleave(len(images) // len(names))
-            hits = (in_batches(classifier, images, device).argmax(1) == asked).float()
-            scores["class_accuracy"] = round(float(hits.mean()), 4)
-            scores["per_class"] = {c: round(float(hits[asked == names.index(c)].mean()), 4)
-                                   for c in sampler.class_names}
-            scores["class_spread"] = class_spread(images, asked)
-            sampler.save(sampler.class_grid(10, seed=seed), grids / f"{name}.png", nrow=10)
-        elif key == "trained":
-            counts = torch.bincount(in_batches(classifier, images, device).argmax(1), minlength=len(names))
-            scores["predicted_classes"] = dict(zip(names, (counts / n).round(decimals=3).tolist()))
-        if not conditional:
-            sampler.save(images[:64], grids / f"{name}_{key}.png", nrow=8)
+    for key in samplers:
+        scores[f"kid_{key}"], scores[f"kid_{key}_std"] = classifier_kid(features, images[key], real, device)
     scores["kid_ratio"] = round(scores["kid_trained"] / scores["kid_untrained"], 4)
+    trained = samplers["trained"]
+    predicted = in_batches(classifier, images["trained"], device).argmax(1)
+    if trained.cfg.num_classes:
+        asked = torch.tensor([names.index(c) for c in trained.class_names])
+        asked = asked.repeat_interleave(len(predicted) // len(names))
+        hits = (predicted == asked).float()
+        scores["class_accuracy"] = round(float(hits.mean()), 4)
+        scores["per_class"] = {c: round(float(hits[asked == names.index(c)].mean()), 4) for c in trained.class_names}
+        scores["class_spread"] = class_spread(images["trained"], asked)
+        trained.save(trained.class_grid(10, seed=seed), grids / f"{name}.png", nrow=10)
+    else:
+        counts = torch.bincount(predicted, minlength=len(names))
+        scores["predicted_classes"] = dict(zip(names, (counts / n).round(decimals=3).tolist()))
+        for key, sampler in samplers.items():
+            sampler.save(images[key][:64], grids / f"{name}_{key}.png", nrow=8)
     return scores
 
 

@@ -160,10 +160,10 @@ class Mode:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def upgrade_weights(self, weights: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    def upgrade_weights(self, weights: dict[str, dict[str, torch.Tensor]]) -> bool:
         """Bring a checkpoint's tensors (``nets`` and ``ema`` groups) written by an older i2i to this version's
-        networks, in place, where that keeps what they compute; returns what was changed (empty: nothing)."""
-        return []
+        networks, in place, where that keeps what they compute; returns whether anything changed."""
+        return False
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
         if not self.cfg.instance_noise:

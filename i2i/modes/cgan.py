@@ -51,13 +51,13 @@ class CGAN(GAN):
     def upgrade_weights(self, weights):
         """A generator from before the one-hot class input (i2i before 2026-12-01) is this one with zero class
         columns in its input layer: it loads and draws exactly what it drew."""
-        upgraded = []
-        for group, tensors in weights.items():
+        upgraded = False
+        for tensors in weights.values():
             weight = tensors.get("G.project.weight")
             if weight is not None and weight.shape[1] == self.cfg.latent_dim:
                 zeros = weight.new_zeros(len(weight), self.cfg.num_classes)
                 tensors["G.project.weight"] = torch.cat([weight, zeros], 1)
-                upgraded.append(f"{group}: G.project.weight gets zero one-hot class columns")
+                upgraded = True
         return upgraded
 
     def condition(self, batch):

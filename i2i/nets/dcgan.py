@@ -6,7 +6,8 @@ conditional GAN of Mirza & Osindero 2014), which carries the class from the firs
 (a parameter-free norm followed by a per-class gain and bias, as in de Vries et al. 2017 / BigGAN), which start as
 plain norms and refine it. (A class signal as strong as the noise from the start, e.g. an N(0, 1) embedding of the
 latent's size, made the generator drop the noise: one image per class on scikit-learn's digits.) The discriminator
-halves the image down to 4x4 and ends in a linear logit; given ``num_classes`` it adds the projection term ``<embed(y), h>`` (Miyato & Koyama 2018).
+halves the image down to 4x4 and ends in a linear logit; given ``num_classes`` it adds the projection term
+``<embed(y), h>`` (Miyato & Koyama 2018).
 """
 from __future__ import annotations
 

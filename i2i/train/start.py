@@ -39,7 +39,7 @@ class RunStart:
     checkpoint: Optional[Path] = None
     step: int = 0  # the checkpoint's step
     nothing_to_do: bool = False
-    note: str = ""  # for the user once the checkpoint has loaded (see :func:`say`)
+    notes: list[str] = dataclasses.field(default_factory=list)  # for the user once the checkpoint has loaded
 
     @property
     def run_dir(self) -> Path:
@@ -167,7 +167,7 @@ def plan_start(config: TrainConfig | dict[str, Any], resume: Optional[str | Path
              "to the new length and differs from the original run's"] if stretched else []
     if retuned:
         notes.append(f"note: the optimisers continue from step {step} with {', '.join(retuned)}")
-    return RunStart(cfg, checkpoint, step, note="\n".join(notes))
+    return RunStart(cfg, checkpoint, step, notes=notes)
 
 
 def move_aside(run_dir: Path) -> Optional[Path]:

@@ -444,11 +444,8 @@ class Trainer:
             self.schedulers[phase].base_lrs = [self.cfg.lr] * len(optimizer.param_groups)
             lr = self.cfg.lr * self.lr_factor(self.step)
             for group in optimizer.param_groups:
-                group["initial_lr"] = self.cfg.lr
-                if torch.is_tensor(group["lr"]):
-                    group["lr"].fill_(lr)
-                else:  # a captured step (--cuda-graph) reads the LR from a device tensor
-                    group["lr"] = torch.tensor(lr, device=self.device) if self.cfg.cuda_graph else lr
+                # a captured step (--cuda-graph) reads the LR from a device tensor, the scheduler fills it in place
+                group["lr"] = torch.tensor(lr, device=self.device) if self.cfg.cuda_graph else lr
                 if "betas" in group:
                     group["betas"] = (self.cfg.beta1, self.cfg.beta2)
 
@@ -471,7 +468,7 @@ def train(config: TrainConfig | dict[str, Any], resume: Optional[str | Path] = N
         move_aside(start.run_dir)
     try:
         trainer = Trainer(start.cfg, start.checkpoint)
-        for note in start.note.splitlines():
+        for note in start.notes:
             say(note)
         return trainer.fit()
     finally:
